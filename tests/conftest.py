@@ -1,0 +1,1 @@
+"""Shared test configuration; the fixtures come from :mod:`harness.pytest_plugin`."""
