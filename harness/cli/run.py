@@ -1,0 +1,402 @@
+"""``run``: the main job. Run the scenario matrix against clients and report.
+
+Exit code 0 when every scenario agrees with the oracle (expected deviations
+count as agreeing), 1 otherwise, 2 on a usage error.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import click
+from rich.console import Console
+
+from harness.cli import EXIT_FAILED, EXIT_OK, HarnessError, cli
+from harness.matrix import (
+    Matrix,
+    MatrixError,
+    MatrixFilter,
+    Profile,
+    build_matrix,
+    load_scenario_file,
+    make_filter,
+)
+from harness.model import CnFallback
+from harness.pki import LabError, build_lab
+from harness.pki.lab import Lab
+from harness.report import (
+    print_summary,
+    progress_bar,
+    write_html,
+    write_json,
+    write_junit,
+    write_markdown,
+)
+from harness.runner import (
+    AdapterDriver,
+    ClientDriver,
+    MockEmsPool,
+    ReferenceDriver,
+    RunResult,
+    ScenarioResult,
+    run_scenarios,
+    skipped_results,
+)
+from harness.versions import MATRIX_VERSIONS
+
+if TYPE_CHECKING:
+    from harness.adapters.base import Adapter
+
+REFERENCE = "reference"
+ALL = "all"
+
+
+def _split(values: Sequence[str]) -> list[str]:
+    """Flatten repeated and comma-separated option values."""
+    return [part.strip() for value in values for part in value.split(",") if part]
+
+
+def _optional_list(value: str | None) -> list[str] | None:
+    return None if value is None else _split([value])
+
+
+def _adapter_names() -> list[str]:
+    from harness.adapters import ADAPTERS
+
+    return list(ADAPTERS)
+
+
+def _make_drivers(
+    names: list[str], lab: Lab, cn_fallback: CnFallback, command: str | None
+) -> list[ClientDriver]:
+    """Return one driver per requested client name, reference first."""
+    known = _adapter_names()
+    if ALL in names:
+        found = []
+        for name in known:
+            if name == "command" and command is None:
+                continue
+            found.append(name)
+        names = [REFERENCE, *found]
+    drivers: list[ClientDriver] = []
+    for name in dict.fromkeys(names):
+        if name == REFERENCE:
+            drivers.append(ReferenceDriver(lab, cn_fallback))
+            continue
+        if name not in known:
+            raise click.BadParameter(
+                f"unknown client {name!r}; known clients: "
+                f"{', '.join([REFERENCE, ALL, *known])}",
+                param_hint="--client",
+            )
+        drivers.append(AdapterDriver(_get_adapter(name, command), lab, cn_fallback))
+    return drivers
+
+
+def _get_adapter(name: str, command: str | None) -> Adapter:
+    from harness.adapters import get_adapter
+
+    if name == "command":
+        if command is None:
+            raise click.BadParameter(
+                "the command client needs --command TEMPLATE", param_hint="--client"
+            )
+        return get_adapter(name, template=command)
+    return get_adapter(name)
+
+
+def _report_paths(
+    report_dir: Path | None, **paths: Path | None
+) -> dict[str, Path | None]:
+    if report_dir is not None:
+        report_dir.mkdir(parents=True, exist_ok=True)
+        defaults = {
+            "json": "report.json",
+            "junit": "junit.xml",
+            "html": "report.html",
+            "markdown": "report.md",
+        }
+        for key, filename in defaults.items():
+            if paths.get(key) is None:
+                paths[key] = report_dir / filename
+    return paths
+
+
+_WRITERS: dict[str, Callable[[RunResult, Path], None]] = {
+    "json": write_json,
+    "junit": write_junit,
+    "html": write_html,
+    "markdown": write_markdown,
+}
+
+
+@cli.command("run")
+@click.option(
+    "--client",
+    "clients",
+    multiple=True,
+    default=(REFERENCE,),
+    show_default=True,
+    metavar="NAME[,NAME...]",
+    help="Client under test: 'reference' (the reference endpoint client), an "
+    "adapter name such as curl, openssl, gnutls, node, python-ssl, pyopenssl "
+    "or command, or 'all' for the reference client and every adapter "
+    "(missing programs are reported as skipped). Repeatable or comma-separated.",
+)
+@click.option(
+    "--command",
+    "command",
+    default=None,
+    metavar="TEMPLATE",
+    help="Command line for the 'command' client, with {host}, {port}, "
+    "{servername} and {cafile} placeholders; exit code 0 means accepted.",
+)
+@click.option(
+    "--kinds",
+    default=None,
+    metavar="NAME[,NAME...]",
+    help="Certificate kinds to run; every kind if omitted ('certs list').",
+)
+@click.option(
+    "--client-versions",
+    default=None,
+    metavar="V[,V...]",
+    help=f"Client versions of the matrix (default {','.join(MATRIX_VERSIONS)}).",
+)
+@click.option(
+    "--ems-versions",
+    default=None,
+    metavar="V[,V...]",
+    help=f"EMS versions of the matrix (default {','.join(MATRIX_VERSIONS)}).",
+)
+@click.option(
+    "--actions",
+    default=None,
+    metavar="A[,A...]",
+    help="Invalid certificate actions to run: allow, warn, deny (default all).",
+)
+@click.option(
+    "--scenarios",
+    "scenario_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="TOML or JSON file selecting scenarios (format in "
+    "fixtures/scenarios/README.md); command-line filters override its lists.",
+)
+@click.option(
+    "--cn-fallback",
+    type=click.Choice([mode.value for mode in CnFallback]),
+    default=CnFallback.WHEN_NO_SAN.value,
+    show_default=True,
+    help="When the subject CN counts as a presented identity, for the oracle "
+    "and for the reference client.",
+)
+@click.option(
+    "--lab-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("certs"),
+    show_default=True,
+    help="Folder of the certificate lab; built there if missing or stale.",
+)
+@click.option(
+    "--jobs",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Scenarios run at once [default: number of CPUs].",
+)
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0.1),
+    default=10.0,
+    show_default=True,
+    help="Seconds one connection attempt may take before it counts as a timeout.",
+)
+@click.option(
+    "--json",
+    "json_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Write the JSON report (schema version 1) here.",
+)
+@click.option(
+    "--junit",
+    "junit_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Write a JUnit XML report here.",
+)
+@click.option(
+    "--html",
+    "html_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Write a self-contained HTML report here.",
+)
+@click.option(
+    "--markdown",
+    "markdown_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Write a Markdown report here.",
+)
+@click.option(
+    "--report-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Write all four reports into this folder (report.json, junit.xml, "
+    "report.html, report.md); explicit report options take precedence.",
+)
+@click.option(
+    "--list",
+    "list_only",
+    is_flag=True,
+    help="Print the selected scenario ids and exit without running.",
+)
+@click.option(
+    "--quiet",
+    "-q",
+    is_flag=True,
+    help="No progress bar and no table: print only the final verdict line.",
+)
+def run(
+    clients: tuple[str, ...],
+    command: str | None,
+    kinds: str | None,
+    client_versions: str | None,
+    ems_versions: str | None,
+    actions: str | None,
+    scenario_file: Path | None,
+    cn_fallback: str,
+    lab_dir: Path,
+    jobs: int | None,
+    timeout: float,
+    json_path: Path | None,
+    junit_path: Path | None,
+    html_path: Path | None,
+    markdown_path: Path | None,
+    report_dir: Path | None,
+    list_only: bool,
+    quiet: bool,
+) -> int:
+    """Run the scenario matrix against clients and compare with the oracle.
+
+    The matrix covers certificate kind x EMS version x 'use SSL certificate'
+    setting x client version x action x prompt answer x remembered state,
+    without combinations a dimension cannot affect. Plain TLS clients get one
+    scenario per kind, judged by standards validation alone.
+    """
+    mode = CnFallback(cn_fallback)
+    selection = _selection(scenario_file, kinds, client_versions, ems_versions, actions)
+    try:
+        lab = build_lab(lab_dir)
+    except LabError as exc:
+        raise HarnessError(str(exc)) from exc
+    drivers = _make_drivers(_split(clients), lab, mode, command)
+    matrices = {d.name: _matrix(d, selection, mode) for d in drivers}
+
+    if list_only:
+        for name, matrix in matrices.items():
+            for scenario in matrix.scenarios:
+                click.echo(f"{name}:{scenario.id}")
+        return EXIT_OK
+
+    result = _run_all(drivers, matrices, lab, mode, jobs, timeout, quiet)
+    paths = _report_paths(
+        report_dir,
+        json=json_path,
+        junit=junit_path,
+        html=html_path,
+        markdown=markdown_path,
+    )
+    for key, path in paths.items():
+        if path is not None:
+            try:
+                _WRITERS[key](result, path)
+            except OSError as exc:
+                message = f"cannot write the {key} report {path}: {exc}"
+                raise HarnessError(message) from None
+    console = Console(soft_wrap=True)
+    if quiet:
+        verdict = "PASSED" if result.passed else "FAILED"
+        click.echo(f"{verdict}: {len(result.results)} scenarios")
+    else:
+        print_summary(result, console)
+    return EXIT_OK if result.passed else EXIT_FAILED
+
+
+def _selection(
+    scenario_file: Path | None,
+    kinds: str | None,
+    client_versions: str | None,
+    ems_versions: str | None,
+    actions: str | None,
+) -> MatrixFilter:
+    try:
+        base = MatrixFilter()
+        if scenario_file is not None:
+            base = load_scenario_file(scenario_file)
+        given = make_filter(
+            kinds=_optional_list(kinds),
+            ems_versions=_optional_list(ems_versions),
+            client_versions=_optional_list(client_versions),
+            actions=_optional_list(actions),
+        )
+    except MatrixError as exc:
+        raise click.UsageError(str(exc)) from None
+    return base.merged(given)
+
+
+def _matrix(driver: ClientDriver, selection: MatrixFilter, mode: CnFallback) -> Matrix:
+    profile = Profile.ENDPOINT if isinstance(driver, ReferenceDriver) else Profile.TLS
+    try:
+        return build_matrix(selection, cn_fallback=mode, profile=profile)
+    except MatrixError as exc:
+        raise click.UsageError(str(exc)) from None
+
+
+def _run_all(
+    drivers: list[ClientDriver],
+    matrices: dict[str, Matrix],
+    lab: Lab,
+    mode: CnFallback,
+    jobs: int | None,
+    timeout: float,
+    quiet: bool,
+) -> RunResult:
+    jobs = jobs or os.cpu_count() or 1
+    total = sum(len(matrix) for matrix in matrices.values())
+    started = time.time()
+    clock = time.monotonic()
+    results: list[ScenarioResult] = []
+    servers = MockEmsPool(lab)
+    with servers, progress_bar(total, enabled=not quiet) as advance:
+        for driver in drivers:
+            scenarios = matrices[driver.name].scenarios
+            available, reason = driver.availability()
+            if not available:
+                skipped = skipped_results(driver.name, scenarios, reason)
+                for item in skipped:
+                    advance(item)
+                results += skipped
+                continue
+            results += run_scenarios(
+                driver,
+                scenarios,
+                servers,
+                jobs=jobs,
+                timeout=timeout,
+                on_result=advance,
+            )
+    return RunResult(
+        results=tuple(results),
+        matrices=matrices,
+        cn_fallback=mode,
+        started=started,
+        duration=time.monotonic() - clock,
+        jobs=jobs,
+        server_failures=tuple(servers.failures),
+    )

@@ -1,0 +1,119 @@
+"""Terminal output: a progress bar on stderr, then the summary."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+)
+from rich.table import Table
+from rich.text import Text
+
+from harness.report.summary import (
+    STATUS_ORDER,
+    describe_expected,
+    describe_observed,
+    summarize,
+)
+from harness.runner import RunResult, ScenarioResult, Status
+
+STATUS_STYLE: dict[Status, str] = {
+    Status.AGREE: "green",
+    Status.DISAGREE: "bold red",
+    Status.EXPECTED_DEVIATION: "yellow",
+    Status.ERROR: "magenta",
+    Status.TIMEOUT: "magenta",
+    Status.SKIPPED: "dim",
+}
+
+
+@contextlib.contextmanager
+def progress_bar(
+    total: int, *, enabled: bool = True, console: Console | None = None
+) -> Iterator[Callable[[ScenarioResult], None]]:
+    """Show a progress bar on stderr; yield a callback to call per result.
+
+    With ``enabled=False`` (``--quiet``) nothing is shown.
+    """
+    if not enabled:
+        yield lambda result: None
+        return
+    console = console or Console(stderr=True)
+    columns = (
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[problems]} problems"),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, console=console, transient=True) as bar:
+        task = bar.add_task("scenarios", total=total, problems=0)
+        problems = 0
+
+        def advance(result: ScenarioResult) -> None:
+            nonlocal problems
+            if result.status not in (Status.AGREE, Status.EXPECTED_DEVIATION):
+                problems += 1
+            bar.update(task, advance=1, problems=problems)
+
+        yield advance
+
+
+def print_summary(run: RunResult, console: Console) -> None:
+    """Print the table by kind and status, then every problem and deviation."""
+    summary = summarize(run)
+    table = Table(title=f"{summary.total} scenarios by kind and status")
+    table.add_column("kind", no_wrap=True)
+    for status in STATUS_ORDER:
+        table.add_column(status.value, justify="right", style=STATUS_STYLE[status])
+    for kind, counts in summary.by_kind.items():
+        table.add_row(kind, *(str(counts[s]) for s in STATUS_ORDER))
+    table.add_section()
+    table.add_row("total", *(str(summary.by_status[s]) for s in STATUS_ORDER))
+    console.print(table)
+
+    for client, matrix in run.matrices.items():
+        dropped = sum(matrix.dropped.values())
+        if dropped:
+            console.print(
+                f"{client}: {len(matrix)} scenarios kept of {matrix.full_size}; "
+                f"{dropped} dropped as irrelevant, {matrix.filtered_out} filtered out"
+            )
+            for reason, count in matrix.dropped.items():
+                console.print(f"  {count:>6}  {reason}", highlight=False)
+
+    for title, results in (
+        ("expected deviations", summary.deviations),
+        ("problems", summary.problems),
+    ):
+        if not results:
+            continue
+        console.print(Text(f"{len(results)} {title}:", style="bold"))
+        for result in results:
+            line = Text("  ")
+            line.append(result.status.value, style=STATUS_STYLE[result.status])
+            line.append(f" {result.id}\n    expected {describe_expected(result)}")
+            line.append(f"\n    observed {describe_observed(result)}")
+            if result.detail:
+                line.append(f"\n    {result.detail}")
+            console.print(line, highlight=False)
+
+    for failure in run.server_failures:
+        console.print(Text(f"server failure: {failure}", style="bold red"))
+    verdict = "PASSED" if run.passed else "FAILED"
+    style = "bold green" if run.passed else "bold red"
+    console.print(
+        Text(f"{verdict}: ", style=style)
+        + Text(
+            f"{summary.by_status[Status.AGREE]} agree, "
+            f"{summary.by_status[Status.EXPECTED_DEVIATION]} expected deviations, "
+            f"{len(summary.problems)} problems in {run.duration:.1f} s"
+        )
+    )

@@ -1,0 +1,171 @@
+"""``harness run`` end to end: real lab, real mock EMS, real clients."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+from harness.cli import main
+from harness.pki import Lab
+from harness.report import validate_report
+
+FIXTURES = Path(__file__).parent.parent / "fixtures" / "scenarios"
+KINDS = "correct-fqdn,wildcard-too-deep,cn-only-no-san,vendor-default"
+
+
+@pytest.fixture(scope="module")
+def lab_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("run-lab")
+
+
+def test_reference_run_agrees(lab_dir: Path, tmp_path: Path) -> None:
+    reports = tmp_path / "reports"
+
+    code = main(
+        [
+            "run",
+            "--lab-dir",
+            str(lab_dir),
+            "--kinds",
+            KINDS,
+            "--quiet",
+            "--jobs",
+            "4",
+            "--report-dir",
+            str(reports),
+        ]
+    )
+
+    data = json.loads((reports / "report.json").read_text())
+    assert validate_report(data) == []
+    disagreements = [r for r in data["results"] if r["status"] != "agree"]
+    assert disagreements == []
+    assert data["server_failures"] == []
+    assert code == 0
+    assert {r["scenario"]["kind"] for r in data["results"]} == set(KINDS.split(","))
+    junit = ET.parse(reports / "junit.xml").getroot()
+    assert junit.get("tests") == str(len(data["results"]))
+    assert (reports / "report.html").read_text().count('class="cell ') == len(
+        data["results"]
+    )
+    assert (reports / "report.md").read_text().startswith("# Scenario run")
+
+
+@pytest.mark.network_tools
+def test_plain_tls_clients(lab_dir: Path, tmp_path: Path) -> None:
+    report = tmp_path / "report.json"
+
+    code = main(
+        [
+            "run",
+            "--lab-dir",
+            str(lab_dir),
+            "--client",
+            "curl,openssl",
+            "--client",
+            "python-ssl",
+            "--kinds",
+            KINDS,
+            "--quiet",
+            "--json",
+            str(report),
+        ]
+    )
+
+    data = json.loads(report.read_text())
+    assert validate_report(data) == []
+    assert set(data["by_client"]) == {"curl", "openssl", "python-ssl"}
+    by_id = {r["id"]: r for r in data["results"]}
+    for client in ("curl", "openssl", "python-ssl"):
+        valid = by_id[f"{client}:correct-fqdn/tls/cn-when-no-san"]
+        assert valid["status"] in ("agree", "skipped"), valid
+        invalid = by_id[f"{client}:wildcard-too-deep/tls/cn-when-no-san"]
+        assert invalid["status"] in ("agree", "skipped"), invalid
+    problems = [
+        r for r in data["results"] if r["status"] not in ("agree", "expected-deviation")
+    ]
+    assert code == (0 if not problems else 1)
+
+
+def test_scenario_ids_file(lab_dir: Path, tmp_path: Path) -> None:
+    report = tmp_path / "report.json"
+
+    code = main(
+        [
+            "run",
+            "--lab-dir",
+            str(lab_dir),
+            "--scenarios",
+            str(FIXTURES / "pinned-ids.json"),
+            "--quiet",
+            "--json",
+            str(report),
+        ]
+    )
+
+    data = json.loads(report.read_text())
+    assert [r["scenario_id"] for r in data["results"]] == json.loads(
+        (FIXTURES / "pinned-ids.json").read_text()
+    )["select"]["ids"]
+    assert code == 0
+
+
+def test_list_prints_ids(lab_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["run", "--lab-dir", str(lab_dir), "--kinds", "correct-fqdn", "--list"])
+
+    lines = capsys.readouterr().out.splitlines()
+    assert code == 0
+    assert "reference:correct-fqdn/ems-7.2.0-on/client-7.2.0/any-action" in lines
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--kinds", "no-such-kind"], "unknown kind 'no-such-kind'"),
+        (["--actions", "maybe"], "unknown action 'maybe'"),
+        (["--client", "netscape"], "unknown client 'netscape'"),
+        (["--client-versions", "seven"], "invalid version 'seven'"),
+        (["--jobs", "0"], "--jobs"),
+    ],
+)
+def test_usage_errors_exit_2(
+    lab_dir: Path, args: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(["run", "--lab-dir", str(lab_dir), *args])
+
+    assert code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_run_as_process(cert_lab: Lab, tmp_path: Path) -> None:
+    completed = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "harness",
+            "run",
+            "--lab-dir",
+            str(cert_lab.directory),
+            "--kinds",
+            "wrong-host",
+            "--ems-versions",
+            "7.2.0",
+            "--client-versions",
+            "7.2.0",
+            "--actions",
+            "deny",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    assert "PASSED" in completed.stdout
+    assert "wrong-host" in completed.stdout
