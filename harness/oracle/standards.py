@@ -14,6 +14,7 @@ path validation, so that agreement between the two is evidence:
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import ipaddress
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -32,7 +33,8 @@ def _ip_literal(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | No
         return None
 
 
-def _reference_labels(reference: str) -> list[str] | None:
+@functools.lru_cache(maxsize=4096)
+def _reference_labels(reference: str) -> tuple[str, ...] | None:
     """Return the A-label form of a DNS reference identity, split into labels.
 
     ``None`` means the reference can match nothing (NUL byte, empty label,
@@ -48,13 +50,13 @@ def _reference_labels(reference: str) -> list[str] | None:
         encoded = idna.encode(reference, uts46=True).decode("ascii")
     except idna.IDNAError:
         return None
-    return encoded.lower().split(".")
+    return tuple(encoded.lower().split("."))
 
 
-def _presented_matches(presented: str, reference: list[str]) -> bool:
+def _presented_matches(presented: str, reference: tuple[str, ...]) -> bool:
     if "\x00" in presented or not presented.isascii():
         return False
-    labels = presented.lower().split(".")
+    labels = tuple(presented.lower().split("."))
     if any(label == "" for label in labels):
         return False
     if "*" not in presented:

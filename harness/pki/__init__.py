@@ -1,7 +1,7 @@
 """The certificate lab: CA roles, certificate kinds, and the builder."""
 
 from harness.pki.kinds import CATALOGUE, CertKind, LeafSpec, get_kind, kind_names
-from harness.pki.lab import BuiltKind, Lab, LabError, build_lab
+from harness.pki.lab import BuiltKind, IssuedLeaf, Lab, LabError, build_lab
 from harness.pki.roles import ROLES, CaRole
 
 __all__ = [
@@ -10,6 +10,7 @@ __all__ = [
     "BuiltKind",
     "CaRole",
     "CertKind",
+    "IssuedLeaf",
     "Lab",
     "LabError",
     "LeafSpec",

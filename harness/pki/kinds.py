@@ -151,9 +151,7 @@ def _kinds() -> tuple[CertKind, ...]:
         CertKind(
             "san-last-of-many",
             "the EMS FQDN is the last of twenty SAN entries",
-            LeafSpec(
-                dns_names=tuple(f"host{i}.example.net" for i in range(19)) + fqdn
-            ),
+            LeafSpec(dns_names=tuple(f"host{i}.example.net" for i in range(19)) + fqdn),
             tags=("valid", "regression"),
         ),
         CertKind(
@@ -391,7 +389,9 @@ def _kinds() -> tuple[CertKind, ...]:
         CertKind(
             "nul-in-cn",
             "CN with a NUL byte that would match if cut there, no SAN",
-            LeafSpec(common_names=(EMS_FQDN + "\x00.evil.example",), san_extension=False),
+            LeafSpec(
+                common_names=(EMS_FQDN + "\x00.evil.example",), san_extension=False
+            ),
             tags=("identity", "regression"),
         ),
         CertKind(

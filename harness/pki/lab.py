@@ -23,6 +23,7 @@ import logging
 import os
 import tempfile
 from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -141,34 +142,63 @@ def _load_key(pem: bytes) -> PrivateKey:
     return key
 
 
-def write_private(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` with mode 0600, atomically."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+def _write_file(path: Path, data: bytes, mode: int, *, atomic: bool) -> None:
+    if atomic:
+        fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+        target = Path(name)
+    else:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+        target = path
     try:
-        os.fchmod(fd, 0o600)
+        # fchmod before the first byte: an existing file keeps its old mode
+        # through O_TRUNC, and a key must never be readable by others.
+        os.fchmod(fd, mode)
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
-        os.replace(tmp, path)
+        if atomic:
+            os.replace(target, path)
     except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
+        if atomic:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(target)
         raise
 
 
-def write_public(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically, readable by everyone."""
+@dataclass(frozen=True)
+class _PendingFile:
+    path: Path
+    data: bytes
+    mode: int
+
+
+def _write_files(files: Iterable[_PendingFile]) -> None:
+    """Write files of a lab build in place, creating their folders."""
+    folders: set[Path] = set()
+    for file in files:
+        if file.path.parent not in folders:
+            file.path.parent.mkdir(parents=True, exist_ok=True)
+            folders.add(file.path.parent)
+        _write_file(file.path, file.data, file.mode, atomic=False)
+
+
+def write_private(path: Path, data: bytes, *, atomic: bool = True) -> None:
+    """Write ``data`` to ``path`` with mode 0600.
+
+    Args:
+        path: The file; its folder is created if missing.
+        data: The bytes to write.
+        atomic: Write a temporary file and rename it over ``path``. A lab build
+            writes in place because its manifest, written last, is what makes
+            the files count.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        os.fchmod(fd, 0o644)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    _write_file(path, data, 0o600, atomic=atomic)
+
+
+def write_public(path: Path, data: bytes, *, atomic: bool = True) -> None:
+    """Write ``data`` to ``path`` with mode 0644; see :func:`write_private`."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _write_file(path, data, 0o644, atomic=atomic)
 
 
 def _role_name(role: CaRole) -> x509.Name:
@@ -197,6 +227,14 @@ def _san_entries(spec: LeafSpec) -> list[x509.GeneralName]:
     return entries
 
 
+def _parses_as_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
 def _trustme_can_issue(spec: LeafSpec, issuer: CaRole | None) -> bool:
     """Return whether trustme's ``issue_cert`` produces exactly ``spec``."""
     if issuer is None or issuer.built_with != "trustme":
@@ -210,7 +248,16 @@ def _trustme_can_issue(spec: LeafSpec, issuer: CaRole | None) -> bool:
     for name in (*spec.dns_names, *spec.common_names):
         if name != name.lower() or "\x00" in name or not name.isascii():
             return False
-    return all("*" not in name[1:] for name in spec.dns_names)
+    # trustme turns an identity that parses as an IP address into an iPAddress
+    # entry, and an "@" into an rfc822Name, so such dNSNames need the builder.
+    for name in spec.dns_names:
+        if "@" in name or _parses_as_ip(name):
+            return False
+    # trustme rejects any wildcard that is not a "*." prefix, a lone "*" too.
+    return all(
+        "*" not in name or (name.startswith("*.") and "*" not in name[1:])
+        for name in spec.dns_names
+    )
 
 
 class Lab:
@@ -232,6 +279,7 @@ class Lab:
         self.built_at = built_at
         self.role_certs = role_certs
         self._role_keys = role_keys
+        self._trustme_cas: dict[str, trustme.CA] = {}
         self.kinds: dict[str, BuiltKind] = {}
 
     @property
@@ -247,6 +295,10 @@ class Lab:
     def trust_store_certs(self) -> list[x509.Certificate]:
         """Return the certificates of the simulated OS trust store."""
         return [self.role_certs[r.name] for r in ROLES.values() if r.in_store]
+
+    def role_key(self, role: str) -> PrivateKey:
+        """Return the private key of CA role ``role``, for signing odd leaves."""
+        return self._role_keys[role]
 
     def role_window(self, role: str) -> tuple[dt.datetime, dt.datetime]:
         """Return the validity window that role ``role``'s certificate has."""
@@ -267,6 +319,17 @@ class Lab:
                 f"built kinds: {', '.join(self.kinds)}"
             ) from None
 
+    def _trustme_ca(self, role: str) -> trustme.CA:
+        ca = self._trustme_cas.get(role)
+        if ca is None:
+            # from_pem builds and discards a throw-away CA first, so do it once.
+            ca = trustme.CA.from_pem(
+                self.role_certs[role].public_bytes(serialization.Encoding.PEM),
+                _key_pem(self._role_keys[role]),
+            )
+            self._trustme_cas[role] = ca
+        return ca
+
     def issue(self, spec: LeafSpec, key_type: str | None = None) -> IssuedLeaf:
         """Issue a leaf for ``spec`` in memory, relative to the build time.
 
@@ -285,10 +348,7 @@ class Lab:
 
         if _trustme_can_issue(spec, issuer):
             assert issuer is not None
-            ca = trustme.CA.from_pem(
-                self.role_certs[issuer.name].public_bytes(serialization.Encoding.PEM),
-                _key_pem(self._role_keys[issuer.name]),
-            )
+            ca = self._trustme_ca(issuer.name)
             identities = [*spec.dns_names, *spec.ip_addresses, *spec.emails]
             issued = ca.issue_cert(
                 *identities,
@@ -301,7 +361,9 @@ class Lab:
                 ),
             )
             cert = x509.load_pem_x509_certificate(issued.cert_chain_pems[0].bytes())
-            return IssuedLeaf(cert, issued.private_key_pem.bytes(), chain)
+            # trustme writes the traditional EC/RSA format; IssuedLeaf is PKCS#8.
+            key_pem = _key_pem(_load_key(issued.private_key_pem.bytes()))
+            return IssuedLeaf(cert, key_pem, chain)
 
         key = _generate_key(key_type)
         subject = _leaf_subject(spec)
@@ -328,13 +390,15 @@ class Lab:
                 critical=False,
             )
         )
-        if issuer_cert is not None:
-            builder = builder.add_extension(
-                x509.AuthorityKeyIdentifier.from_issuer_public_key(
-                    issuer_cert.public_key()  # type: ignore[arg-type]
-                ),
-                critical=False,
-            )
+        # RFC 5280 requires the AKI in every certificate that is not a
+        # self-signed trust anchor; a self-signed leaf names its own key.
+        aki_key = key.public_key() if issuer_cert is None else issuer_cert.public_key()
+        builder = builder.add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(
+                aki_key  # type: ignore[arg-type]
+            ),
+            critical=False,
+        )
         if spec.san_extension:
             # RFC 5280 requires the SAN to be critical when the subject is empty.
             builder = builder.add_extension(
@@ -351,6 +415,12 @@ class Lab:
 
     def write_kind(self, kind: CertKind) -> BuiltKind:
         """Issue ``kind``'s leaf and write its files under ``kinds/NAME/``."""
+        built, files = self._issue_kind(kind)
+        _write_files(files)
+        return built
+
+    def _issue_kind(self, kind: CertKind) -> tuple[BuiltKind, list[_PendingFile]]:
+        """Issue ``kind``'s leaf and return the files still to be written."""
         issued = self.issue(kind.leaf)
         folder = self.directory / "kinds" / kind.name
         built = BuiltKind(
@@ -362,16 +432,18 @@ class Lab:
             not_before=issued.cert.not_valid_before_utc,
             not_after=issued.cert.not_valid_after_utc,
         )
-        write_public(built.leaf_path, issued.leaf_pem)
-        write_public(built.chain_path, issued.chain_pem)
-        write_private(built.key_path, issued.key_pem)
         self.kinds[kind.name] = built
-        return built
+        files = [
+            _PendingFile(built.leaf_path, issued.leaf_pem, 0o644),
+            _PendingFile(built.chain_path, issued.chain_pem, 0o644),
+            _PendingFile(built.key_path, issued.key_pem, 0o600),
+        ]
+        return built, files
 
 
 def _build_roles(
     key_type: str, built_at: dt.datetime
-) -> tuple[dict[str, x509.Certificate], dict[str, PrivateKey]]:
+) -> tuple[dict[str, x509.Certificate], dict[str, PrivateKey], dict[str, trustme.CA]]:
     certs: dict[str, x509.Certificate] = {}
     keys: dict[str, PrivateKey] = {}
     identity_keys: dict[str, PrivateKey] = {}
@@ -382,7 +454,9 @@ def _build_roles(
         if role.built_with == "trustme":
             parent = trustme_cas.get(role.issuer) if role.issuer else None
             if role.issuer and parent is None:
-                raise LabError(f"role {role.name}: trustme issuer {role.issuer} missing")
+                raise LabError(
+                    f"role {role.name}: trustme issuer {role.issuer} missing"
+                )
             if parent is None:
                 ca = trustme.CA(
                     organization_name="EMS harness lab",
@@ -443,7 +517,7 @@ def _build_roles(
             builder = builder.add_extension(usage, critical=True)
         certs[role.name] = builder.sign(signing_key, hashes.SHA256())
         keys[role.name] = key
-    return certs, keys
+    return certs, keys, trustme_cas
 
 
 def catalogue_digest(key_type: str, kinds: Iterable[CertKind]) -> str:
@@ -464,7 +538,12 @@ def _locked(directory: Path) -> Iterator[None]:
 
 
 def _relative(path: Path, base: Path) -> str:
-    return path.relative_to(base).as_posix()
+    # String slicing, because pathlib's relative_to took a tenth of the time
+    # spent on the manifest.
+    text, prefix = str(path), str(base) + os.sep
+    if not text.startswith(prefix):
+        raise ValueError(f"{path} is not inside {base}")
+    return text[len(prefix) :].replace(os.sep, "/")
 
 
 def _manifest(lab: Lab, digest: str) -> dict[str, Any]:
@@ -522,6 +601,17 @@ def _manifest(lab: Lab, digest: str) -> dict[str, Any]:
     }
 
 
+def _dump_manifest(manifest: dict[str, Any]) -> bytes:
+    """Encode the manifest as JSON with one line per kind.
+
+    ``json.dumps`` with ``indent`` falls back to its pure-Python encoder, which
+    took a tenth of a cold build; one line per kind keeps diffs readable.
+    """
+    head = {key: value for key, value in manifest.items() if key != "kinds"}
+    entries = ",\n".join(json.dumps(entry) for entry in manifest["kinds"])
+    return f'{json.dumps(head)[:-1]}, "kinds": [\n{entries}\n]}}\n'.encode()
+
+
 def _load_cached(
     directory: Path, digest: str, key_type: str, names: list[str]
 ) -> Lab | None:
@@ -531,47 +621,99 @@ def _load_cached(
     except FileNotFoundError:
         return None
     except (OSError, ValueError) as exc:
-        logger.warning("ignoring unreadable lab manifest %s: %s", manifest_path, exc)
+        logger.warning("rebuilding lab: unreadable manifest %s: %s", manifest_path, exc)
         return None
-    if not isinstance(manifest, dict) or manifest.get("digest") != digest:
+    if not isinstance(manifest, dict):
+        logger.warning(
+            "rebuilding lab: manifest %s is not a JSON object", manifest_path
+        )
         return None
-    built_at = dt.datetime.fromisoformat(manifest["built_at"])
-    if _now() - built_at > CACHE_MAX_AGE or built_at > _now():
-        return None
-    entries = {entry["kind"]: entry for entry in manifest["kinds"]}
-    if any(name not in entries for name in names):
+    if manifest.get("digest") != digest:
+        logger.info("rebuilding lab in %s: the catalogue changed", directory)
         return None
     try:
-        role_certs = {
-            name: x509.load_pem_x509_certificate(
-                (directory / "ca" / f"{name}.pem").read_bytes()
-            )
-            for name in ROLES
-        }
-        role_keys = {
-            name: _load_key((directory / "ca" / f"{name}.key").read_bytes())
-            for name in ROLES
-        }
-    except (OSError, ValueError) as exc:
-        logger.warning("rebuilding lab in %s: cached CA unreadable: %s", directory, exc)
+        lab = _lab_from_manifest(directory, manifest, key_type)
+    except (KeyError, TypeError, ValueError) as exc:
+        # ValueError covers bad timestamps as well as unreadable PEM files.
+        logger.warning(
+            "rebuilding lab: invalid manifest %s: %s: %s",
+            manifest_path,
+            type(exc).__name__,
+            exc,
+        )
         return None
+    except OSError as exc:
+        logger.warning(
+            "rebuilding lab in %s: cached file unreadable: %s", directory, exc
+        )
+        return None
+    if lab is None:
+        return None
+    if any(name not in lab.kinds for name in names):
+        return None
+    missing = [
+        built.name
+        for built in lab.kinds.values()
+        if not all(
+            p.is_file() for p in (built.leaf_path, built.chain_path, built.key_path)
+        )
+    ]
+    if missing:
+        logger.warning("rebuilding lab in %s: files missing for %s", directory, missing)
+        return None
+    return lab
+
+
+def _inside(directory: Path, relative: str) -> Path:
+    """Return ``directory / relative``, refusing paths that leave ``directory``."""
+    # Checked on the string: a warm build resolves hundreds of these, and
+    # pathlib's parsing took most of its time.
+    parts = relative.split("/")
+    if relative.startswith("/") or ".." in parts or "" in parts:
+        raise ValueError(f"path {relative!r} points outside the lab folder")
+    return Path(f"{directory}/{relative}")
+
+
+def _lab_from_manifest(
+    directory: Path, manifest: dict[str, Any], key_type: str
+) -> Lab | None:
+    """Return the lab a manifest describes, or ``None`` when it is too old.
+
+    Raises:
+        KeyError, TypeError, ValueError: the manifest is malformed.
+        OSError: a CA file cannot be read.
+    """
+    built_at = dt.datetime.fromisoformat(manifest["built_at"])
+    now = _now()
+    if now - built_at > CACHE_MAX_AGE or built_at > now:
+        logger.info(
+            "rebuilding lab in %s: the build from %s expired", directory, built_at
+        )
+        return None
+    role_certs = {
+        name: x509.load_pem_x509_certificate(
+            (directory / "ca" / f"{name}.pem").read_bytes()
+        )
+        for name in ROLES
+    }
+    role_keys = {
+        name: _load_key((directory / "ca" / f"{name}.key").read_bytes())
+        for name in ROLES
+    }
     lab = Lab(directory, key_type, built_at, role_certs, role_keys)
-    for name, entry in entries.items():
+    for entry in manifest["kinds"]:
+        name = entry["kind"]
         if name not in CATALOGUE:
             continue
         lab.kinds[name] = BuiltKind(
             kind=CATALOGUE[name],
-            leaf_path=directory / entry["leaf"],
-            chain_path=directory / entry["chain"],
-            key_path=directory / entry["key"],
+            leaf_path=_inside(directory, entry["leaf"]),
+            chain_path=_inside(directory, entry["chain"]),
+            key_path=_inside(directory, entry["key"]),
             leaf_sha256=entry["leaf_sha256"],
             not_before=dt.datetime.fromisoformat(entry["not_before"]),
             not_after=dt.datetime.fromisoformat(entry["not_after"]),
         )
-    missing = [b.name for b in lab.kinds.values() if not b.key_path.exists()]
-    if missing:
-        logger.warning("rebuilding lab in %s: files missing for %s", directory, missing)
-        return None
     return lab
 
 
@@ -604,7 +746,8 @@ def build_lab(
     for name in names:
         if name not in CATALOGUE:
             raise KeyError(
-                f"unknown certificate kind {name!r}; known kinds: {', '.join(CATALOGUE)}"
+                f"unknown certificate kind {name!r}; "
+                f"known kinds: {', '.join(CATALOGUE)}"
             )
     digest = catalogue_digest(key_type, CATALOGUE.values())
 
@@ -622,20 +765,39 @@ def build_lab(
 
 def _build_fresh(root: Path, digest: str, key_type: str, names: list[str]) -> Lab:
     logger.info("building lab in %s (%s keys, %d kinds)", root, key_type, len(names))
+    # The manifest goes first and comes back last, so a build that stops half
+    # way leaves no manifest and the next call rebuilds instead of loading a
+    # mix of old and new files.
+    with contextlib.suppress(FileNotFoundError):
+        (root / "manifest.json").unlink()
     built_at = _now()
-    role_certs, role_keys = _build_roles(key_type, built_at)
+    role_certs, role_keys, trustme_cas = _build_roles(key_type, built_at)
     lab = Lab(root, key_type, built_at, role_certs, role_keys)
+    lab._trustme_cas.update(trustme_cas)
 
+    files = []
     for name, cert in role_certs.items():
-        write_public(root / "ca" / f"{name}.pem", cert.public_bytes(serialization.Encoding.PEM))
-        write_private(root / "ca" / f"{name}.key", _key_pem(role_keys[name]))
+        pem = cert.public_bytes(serialization.Encoding.PEM)
+        files.append(_PendingFile(root / "ca" / f"{name}.pem", pem, 0o644))
+        key_pem = _key_pem(role_keys[name])
+        files.append(_PendingFile(root / "ca" / f"{name}.key", key_pem, 0o600))
     store = b"".join(
         c.public_bytes(serialization.Encoding.PEM) for c in lab.trust_store_certs()
     )
-    write_public(lab.trust_store_path, store)
-    for name in names:
-        lab.write_kind(CATALOGUE[name])
+    files.append(_PendingFile(lab.trust_store_path, store, 0o644))
 
-    manifest = _manifest(lab, digest)
-    write_public(lab.manifest_path, json.dumps(manifest, indent=2).encode() + b"\n")
+    for name in names:
+        _, kind_files = lab._issue_kind(CATALOGUE[name])
+        files += kind_files
+
+    # A writer thread writes the files while this one computes the manifest's
+    # expected reasons. One batch, because handing over many small batches
+    # cost more in GIL switches than it saved; a failed write re-raises from
+    # ``result()``.
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="lab-writer") as pool:
+        written = pool.submit(_write_files, files)
+        manifest = _manifest(lab, digest)
+        written.result()
+
+    write_public(lab.manifest_path, _dump_manifest(manifest))
     return lab

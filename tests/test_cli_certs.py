@@ -1,0 +1,123 @@
+"""``certs list`` and ``certs build``, in-process and as a real process."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from harness.cli import EXIT_USAGE, main
+from harness.pki import CATALOGUE
+
+COMMANDS = [[], ["certs"], ["certs", "list"], ["certs", "build"]]
+
+
+def test_list_table_names_every_kind(capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["certs", "list"])
+
+    out = capsys.readouterr().out
+    assert code == 0
+    assert f"{len(CATALOGUE)} certificate kinds" in out
+    for name in CATALOGUE:
+        assert name in out
+
+
+def test_list_json_has_every_kind(capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["certs", "list", "--json"])
+
+    rows = json.loads(capsys.readouterr().out)
+    assert code == 0
+    assert [row["kind"] for row in rows] == list(CATALOGUE)
+    for row in rows:
+        kind = CATALOGUE[row["kind"]]
+        assert row["description"] == kind.description
+        assert row["reference_identity"] == kind.reference_identity
+        assert row["tags"] == list(kind.tags)
+
+
+def test_build_writes_manifest(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out_dir = tmp_path / "certs"
+
+    code = main(["certs", "build", "--out", str(out_dir), "--kinds", "correct-fqdn"])
+
+    assert code == 0
+    manifest = json.loads((out_dir / "manifest.json").read_text())
+    assert [entry["kind"] for entry in manifest["kinds"]] == ["correct-fqdn"]
+    assert (out_dir / "kinds" / "correct-fqdn" / "key.pem").stat().st_mode & 0o777 == (
+        0o600
+    )
+    assert "built 1 kinds" in capsys.readouterr().out
+
+
+def test_build_unknown_kind_is_usage_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out_dir = tmp_path / "certs"
+
+    code = main(["certs", "build", "--out", str(out_dir), "--kinds", "bogus,x"])
+
+    err = capsys.readouterr().err
+    assert code == EXIT_USAGE
+    assert "unknown kind 'bogus'" in err
+    assert "certs list" in err
+    assert len(err.strip().splitlines()) == 1, err
+    assert "Traceback" not in err
+    assert not out_dir.exists()
+
+
+def test_build_invalid_key_type_is_usage_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(["certs", "build", "--out", str(tmp_path), "--key-type", "dsa"])
+
+    err = capsys.readouterr().err
+    assert code == EXIT_USAGE
+    assert "'dsa'" in err
+
+
+@pytest.mark.parametrize("command", COMMANDS, ids=lambda c: " ".join(c) or "cli")
+def test_help_on_each_command(
+    command: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main([*command, "--help"])
+
+    out = capsys.readouterr().out
+    assert code == 0
+    assert out.startswith("Usage: ems-harness")
+    if command == ["certs", "build"]:
+        assert "--out" in out
+        assert "--kinds" in out
+
+
+def test_build_as_real_process(tmp_path: Path) -> None:
+    out_dir = tmp_path / "certs"
+    command = [sys.executable, "-m", "harness", "certs", "build", "--out", str(out_dir)]
+    command += ["--kinds", "correct-fqdn,self-signed-leaf"]
+
+    result = subprocess.run(
+        command, capture_output=True, text=True, timeout=60, cwd=tmp_path
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert "built 2 kinds" in result.stdout
+    manifest = json.loads((out_dir / "manifest.json").read_text())
+    kinds = [entry["kind"] for entry in manifest["kinds"]]
+    assert kinds == ["correct-fqdn", "self-signed-leaf"]
+
+
+def test_bad_kinds_as_real_process(tmp_path: Path) -> None:
+    command = [sys.executable, "-m", "harness", "certs", "build"]
+    command += ["--out", str(tmp_path / "certs"), "--kinds", "bogus"]
+
+    result = subprocess.run(
+        command, capture_output=True, text=True, timeout=60, cwd=tmp_path
+    )
+
+    assert result.returncode == EXIT_USAGE
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert "unknown kind 'bogus'" in result.stderr
