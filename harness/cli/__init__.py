@@ -53,7 +53,14 @@ def cli(verbose: int) -> None:
 
 def _register_commands() -> None:
     # Imported for their side effect: each module adds its commands to ``cli``.
-    from harness.cli import certs  # noqa: F401
+    from harness.cli import (
+        certs,  # noqa: F401
+        connect,  # noqa: F401
+        fuzz,  # noqa: F401
+        run,  # noqa: F401
+        serve,  # noqa: F401
+        simulate,  # noqa: F401
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -67,6 +74,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except click.Abort:
         click.echo("Aborted.", err=True)
         return 130
+    except click.UsageError as exc:
+        # One line like every other error; the usage is one --help away.
+        click.echo(f"Error: {exc.format_message()}", err=True)
+        return exc.exit_code
     except click.ClickException as exc:
         exc.show()
         return exc.exit_code

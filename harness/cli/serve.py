@@ -1,0 +1,311 @@
+"""``serve``: run a mock EMS in the foreground until SIGINT or SIGTERM."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import signal
+import threading
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import click
+
+from harness.cli import HarnessError, cli
+from harness.ems.server import EmsError, MockEms
+from harness.ems.settings import (
+    EmsSettings,
+    ImportedCertificate,
+    PresentedCertificate,
+    SettingsError,
+)
+from harness.model import Action
+from harness.pki import CATALOGUE, Lab, LabError, build_lab
+from harness.versions import has_feature
+
+
+@cli.command()
+@click.option(
+    "--kind",
+    metavar="KIND",
+    default=None,
+    help="Lab kind to import and serve, for example correct-fqdn "
+    "('certs list' shows them all).",
+)
+@click.option(
+    "--lab-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("certs"),
+    show_default=True,
+    help="Lab folder; built there if missing, reused if already built.",
+)
+@click.option(
+    "--cert",
+    "cert_path",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    default=None,
+    metavar="CHAIN.pem",
+    help="Import this PEM chain (leaf first, sent in file order) instead of a kind.",
+)
+@click.option(
+    "--key",
+    "key_path",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    default=None,
+    metavar="KEY.pem",
+    help="Unencrypted PEM private key of the --cert leaf.",
+)
+@click.option(
+    "--ems-version",
+    default=None,
+    help="EMS version to model [default: 7.0.2, or the --settings value].",
+)
+@click.option(
+    "--use-ssl-cert/--no-use-ssl-cert",
+    "use_ssl_cert",
+    default=None,
+    help="Toggle 'use SSL certificate for endpoint control'. Off presents the "
+    "vendor certificate. [default: on when a certificate is imported and the "
+    "EMS version has the setting]",
+)
+@click.option(
+    "--profile-action",
+    type=click.Choice([a.value for a in Action]),
+    default=None,
+    help="Invalid certificate action of the default profile [default: warn].",
+)
+@click.option(
+    "--host",
+    default=None,
+    help="IP address to listen on [default: 127.0.0.1, or the --settings value].",
+)
+@click.option(
+    "--port",
+    type=click.IntRange(0, 65535),
+    default=None,
+    help="TCP port; 0 picks a free one [default: 0, or the --settings value].",
+)
+@click.option(
+    "--settings",
+    "settings_path",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    default=None,
+    metavar="FILE.toml",
+    help="EMS settings file; the options above override its values.",
+)
+@click.option(
+    "--ready-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Once listening, write JSON with host, port, trust_store, kind and "
+    "reference_identity to this file.",
+)
+@click.option(
+    "--allow-non-loopback",
+    is_flag=True,
+    help="Permit listening on an address other than 127.0.0.1 or ::1.",
+)
+@click.option(
+    "--session-tickets",
+    is_flag=True,
+    help="Issue TLS session tickets (off by default).",
+)
+@click.option(
+    "--command",
+    "commands",
+    multiple=True,
+    metavar="NAME",
+    help="COMMAND sent to every endpoint after ENDPOINT_INFO; repeatable "
+    "[default: sync].",
+)
+@click.option(
+    "--handshake-timeout",
+    type=click.FloatRange(min=0.01),
+    default=5.0,
+    show_default=True,
+    help="Seconds a client may take from connecting to finishing the handshake.",
+)
+@click.option(
+    "--idle-timeout",
+    type=click.FloatRange(min=0.01),
+    default=10.0,
+    show_default=True,
+    help="Seconds a telemetry session may go without receiving a byte.",
+)
+def serve(**options: Any) -> None:
+    """Serve a certificate over TLS 1.3 as a mock EMS, until SIGINT or SIGTERM.
+
+    The certificate presented follows the EMS rules: the vendor certificate
+    unless the version has 'use SSL certificate for endpoint control' and it
+    is on, then the imported certificate (--kind or --cert), or without one
+    the built-in self-signed certificate. On exit it prints the endpoint
+    records as JSON.
+    """
+    settings, base_dir = _settings_from_options(options)
+    lab = _lab(options["lab_dir"])
+    try:
+        ems = MockEms.from_settings(
+            settings,
+            lab,
+            base_dir=base_dir,
+            session_tickets=options["session_tickets"],
+            commands=options["commands"] or ("sync",),
+            handshake_timeout=options["handshake_timeout"],
+            idle_timeout=options["idle_timeout"],
+            allow_non_loopback=options["allow_non_loopback"],
+        )
+        ems.start()
+    except (EmsError, ValueError, KeyError, OSError) as exc:
+        raise HarnessError(f"cannot start the mock EMS: {_message(exc)}") from exc
+
+    try:
+        _announce(ems, settings, lab, options["ready_file"])
+        _wait_for_signal()
+    finally:
+        endpoints = ems.endpoints
+        try:
+            ems.stop()
+        except EmsError as exc:
+            raise HarnessError(str(exc)) from exc
+    records = [dataclasses.asdict(e) for e in endpoints.values()]
+    click.echo(json.dumps({"endpoints": records}, sort_keys=True))
+
+
+def _settings_from_options(options: dict[str, Any]) -> tuple[EmsSettings, Path | None]:
+    kind, cert_path, key_path = (
+        options["kind"],
+        options["cert_path"],
+        options["key_path"],
+    )
+    if kind is not None and cert_path is not None:
+        raise click.UsageError("give --kind or --cert, not both")
+    if (cert_path is None) != (key_path is None):
+        raise click.UsageError("--cert and --key go together")
+    if kind is not None and kind not in CATALOGUE:
+        raise click.BadParameter(
+            f"unknown kind {kind!r}; run 'certs list' for the known kinds",
+            param_hint="--kind",
+        )
+
+    settings = EmsSettings(port=0)
+    base_dir = None
+    try:
+        if options["settings_path"] is not None:
+            settings = EmsSettings.load(options["settings_path"])
+            base_dir = options["settings_path"].parent
+        changes: dict[str, Any] = {}
+        if options["ems_version"] is not None:
+            changes["ems_version"] = options["ems_version"]
+        if options["host"] is not None:
+            changes["host"] = options["host"]
+        if options["port"] is not None:
+            changes["port"] = options["port"]
+        if kind is not None:
+            changes["imported_certificate"] = ImportedCertificate(kind=kind)
+        if cert_path is not None:
+            changes["imported_certificate"] = ImportedCertificate(
+                chain_file=str(cert_path.resolve()), key_file=str(key_path.resolve())
+            )
+        if options["profile_action"] is not None:
+            first = settings.profiles[0]
+            action = Action(options["profile_action"])
+            changes["profiles"] = (
+                dataclasses.replace(first, invalid_cert_action=action),
+                *settings.profiles[1:],
+            )
+        changes["use_ssl_certificate_for_endpoint_control"] = _toggle(
+            options["use_ssl_cert"], settings, changes
+        )
+        if "host" in changes:
+            changes["listen_address"] = changes.pop("host")
+        return settings.replace(**changes), base_dir
+    except SettingsError as exc:
+        raise HarnessError(str(exc)) from exc
+    except OSError as exc:
+        raise HarnessError(f"cannot read the settings file: {exc}") from exc
+
+
+def _toggle(
+    requested: bool | None, settings: EmsSettings, changes: dict[str, Any]
+) -> bool | None:
+    """Return the toggle: as requested, else on when a certificate is imported.
+
+    An explicit request on a version without the setting is passed through,
+    so validation rejects it with its own message.
+    """
+    if requested is not None:
+        return requested
+    try:
+        legacy = not has_feature(changes.get("ems_version", settings.ems_version))
+    except ValueError:
+        return None  # validation reports the invalid version itself
+    if legacy:
+        return None
+    if "imported_certificate" in changes:
+        return True
+    return settings.use_ssl_certificate_for_endpoint_control
+
+
+def _lab(directory: Path) -> Lab:
+    try:
+        return build_lab(directory)
+    except LabError as exc:
+        raise HarnessError(str(exc)) from exc
+
+
+def _announce(
+    ems: MockEms, settings: EmsSettings, lab: Lab, ready_file: Path | None
+) -> None:
+    kind = ems.kind_name
+    if kind is not None and kind in lab.kinds:
+        reference_identity = lab.kind(kind).reference_identity
+    else:
+        reference_identity = settings.fqdn or settings.hostname
+    presented = ems.presented or PresentedCertificate.VENDOR
+    host = f"[{ems.host}]" if ":" in ems.host else ems.host
+    click.echo(
+        f"mock EMS {settings.ems_version} listening on {host}:{ems.port}, "
+        f"presenting the {presented.value} certificate ({kind or 'from files'}); "
+        f"clients need trust store {lab.trust_store_path} and reference identity "
+        f"{reference_identity}"
+    )
+    if ready_file is None:
+        return
+    ready = {
+        "host": ems.host,
+        "port": ems.port,
+        "trust_store": str(lab.trust_store_path),
+        "kind": kind,
+        "reference_identity": reference_identity,
+        "presented": presented.value,
+    }
+    # Written to a temporary name first so a reader never sees half a file.
+    partial = ready_file.with_name(ready_file.name + ".partial")
+    partial.write_text(json.dumps(ready, indent=2) + "\n", encoding="utf-8")
+    os.replace(partial, ready_file)
+
+
+def _wait_for_signal() -> None:
+    stop = threading.Event()
+
+    def handle(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    previous = {
+        sig: signal.signal(sig, handle) for sig in (signal.SIGINT, signal.SIGTERM)
+    }
+    try:
+        # A timeout keeps the wait interruptible on every platform.
+        while not stop.wait(0.5):
+            pass
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _message(exc: BaseException) -> str:
+    if isinstance(exc, KeyError) and exc.args:
+        return str(exc.args[0])
+    return str(exc)

@@ -1,0 +1,1 @@
+"""Mock EMS: settings model, TLS 1.3 endpoint-control server, telemetry framing."""

@@ -1,0 +1,301 @@
+"""``serve`` in-process for its errors, and as a real process for real clients."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from harness.cli import main
+from harness.ems.telemetry import FrameDecoder, MessageType, encode_frame
+from harness.pki import Lab
+
+FQDN = "ems.example.com"
+STARTUP_TIMEOUT = 60.0
+CLIENT_TIMEOUT = 20.0
+
+
+def test_help_explains_every_option(capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["serve", "--help"])
+
+    out = capsys.readouterr().out
+    assert code == 0
+    for option in (
+        "--kind",
+        "--lab-dir",
+        "--cert",
+        "--key",
+        "--ems-version",
+        "--use-ssl-cert / --no-use-ssl-cert",
+        "--profile-action",
+        "--host",
+        "--port",
+        "--settings",
+        "--ready-file",
+        "--allow-non-loopback",
+    ):
+        assert option in out
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--kind", "no-such-kind"], "unknown kind 'no-such-kind'"),
+        (["--kind", "correct-fqdn", "--cert", "{chain}", "--key", "{key}"], "not both"),
+        (["--cert", "{chain}"], "--cert and --key go together"),
+        (["--host", "192.0.2.1"], "not a loopback address"),
+        (
+            ["--ems-version", "6.4.6", "--use-ssl-cert"],
+            "use_ssl_certificate_for_endpoint_control",
+        ),
+        (["--ems-version", "seven"], "invalid setting ems_version = 'seven'"),
+    ],
+    ids=[
+        "unknown-kind",
+        "kind-and-cert",
+        "cert-no-key",
+        "non-loopback",
+        "toggle",
+        "ver",
+    ],
+)
+def test_serve_errors_one_line(
+    cert_lab: Lab,
+    capsys: pytest.CaptureFixture[str],
+    args: list[str],
+    message: str,
+) -> None:
+    built = cert_lab.kind("correct-fqdn")
+    args = [a.format(chain=built.chain_path, key=built.key_path) for a in args] + [
+        "--lab-dir",
+        str(cert_lab.directory),
+    ]
+
+    code = main(["serve", *args])
+
+    err = capsys.readouterr().err
+    assert code != 0
+    assert message in err
+    assert len(err.strip().splitlines()) == 1
+
+
+@dataclass
+class Served:
+    process: subprocess.Popen[str]
+    ready: dict[str, object]
+
+    @property
+    def port(self) -> int:
+        return int(str(self.ready["port"]))
+
+    @property
+    def trust_store(self) -> str:
+        return str(self.ready["trust_store"])
+
+
+def _start_serve(tmp_path: Path, lab: Lab, *args: str) -> Served:
+    ready_file = tmp_path / "ready.json"
+    command = [
+        sys.executable,
+        "-m",
+        "harness",
+        "serve",
+        "--lab-dir",
+        str(lab.directory),
+        "--ready-file",
+        str(ready_file),
+        *args,
+    ]
+    process = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    deadline = time.monotonic() + STARTUP_TIMEOUT
+    while not ready_file.exists():
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            _, err = process.communicate(timeout=CLIENT_TIMEOUT)
+            pytest.fail(f"serve did not become ready: rc={process.returncode} {err}")
+        time.sleep(0.05)
+    return Served(process, json.loads(ready_file.read_text()))
+
+
+def _stop(served: Served, sig: signal.Signals) -> tuple[int, str, str]:
+    served.process.send_signal(sig)
+    try:
+        out, err = served.process.communicate(timeout=CLIENT_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        served.process.kill()
+        out, err = served.process.communicate()
+        pytest.fail(f"serve did not stop on {sig.name}: {err}")
+    return served.process.returncode, out, err
+
+
+@pytest.fixture
+def served(tmp_path: Path, cert_lab: Lab) -> Iterator[Served]:
+    served = _start_serve(tmp_path, cert_lab, "--kind", "correct-fqdn")
+    yield served
+    if served.process.poll() is None:
+        served.process.kill()
+        served.process.communicate()
+
+
+def _run(command: list[str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        command,
+        input="",
+        capture_output=True,
+        text=True,
+        timeout=CLIENT_TIMEOUT,
+        check=False,
+    )
+
+
+def _s_client(served: Served, *options: str) -> subprocess.CompletedProcess[str]:
+    return _run(
+        [
+            "openssl",
+            "s_client",
+            "-connect",
+            f"127.0.0.1:{served.port}",
+            "-CAfile",
+            served.trust_store,
+            "-servername",
+            FQDN,
+            "-verify_hostname",
+            FQDN,
+            "-verify_return_error",
+            *options,
+        ]
+    )
+
+
+needs_openssl = pytest.mark.skipif(
+    shutil.which("openssl") is None, reason="needs the openssl program"
+)
+needs_curl = pytest.mark.skipif(shutil.which("curl") is None, reason="needs curl")
+
+
+def test_ready_file_contents(served: Served, cert_lab: Lab) -> None:
+    assert served.ready["host"] == "127.0.0.1"
+    assert served.ready["kind"] == "correct-fqdn"
+    assert served.ready["reference_identity"] == FQDN
+    assert served.ready["trust_store"] == str(cert_lab.trust_store_path)
+    assert served.port > 0
+
+
+@pytest.mark.network_tools
+@needs_openssl
+def test_openssl_tls13_verifies(served: Served) -> None:
+    result = _s_client(served, "-tls1_3")
+
+    assert result.returncode == 0, result.stderr
+    assert "Verify return code: 0 (ok)" in result.stdout
+    assert "TLSv1.3" in result.stdout
+
+
+@pytest.mark.network_tools
+@needs_openssl
+def test_openssl_tls12_refused(served: Served) -> None:
+    result = _s_client(served, "-tls1_2")
+
+    assert result.returncode != 0
+    assert "alert protocol version" in result.stderr
+
+
+def _curl(served: Served, trust_store: str) -> subprocess.CompletedProcess[str]:
+    return _run(
+        [
+            "curl",
+            "--silent",
+            "--show-error",
+            "--max-time",
+            str(int(CLIENT_TIMEOUT)),
+            "--cacert",
+            trust_store,
+            "--resolve",
+            f"{FQDN}:{served.port}:127.0.0.1",
+            f"https://{FQDN}:{served.port}/",
+        ]
+    )
+
+
+# curl exit codes: 35 is a TLS handshake failure and 60 a certificate that
+# failed verification. After a good handshake the server replies to the HTTP
+# request with a telemetry ERROR frame, which curl reports as an invalid
+# HTTP/0.9 reply (1), an empty reply (52) or a receive failure (56).
+CURL_TLS_OK = {0, 1, 52, 56}
+CURL_TLS_FAILED = {35, 60}
+
+
+@pytest.mark.network_tools
+@needs_curl
+def test_curl_verifies_certificate(served: Served) -> None:
+    result = _curl(served, served.trust_store)
+
+    assert result.returncode in CURL_TLS_OK, result.stderr
+
+
+@pytest.mark.network_tools
+@needs_curl
+def test_curl_wrong_trust_store_fails(served: Served, cert_lab: Lab) -> None:
+    # The private root signs nothing the EMS sends, so verification must fail.
+    other_root = cert_lab.directory / "ca" / "private-root.pem"
+
+    result = _curl(served, str(other_root))
+
+    assert result.returncode in CURL_TLS_FAILED, result.stderr
+
+
+def _telemetry_session(served: Served, endpoint_id: str) -> None:
+    context = ssl.create_default_context(cafile=served.trust_store)
+    with (
+        socket.create_connection(("127.0.0.1", served.port), CLIENT_TIMEOUT) as raw,
+        context.wrap_socket(raw, server_hostname=FQDN) as tls,
+    ):
+        payload = {"endpoint_id": endpoint_id, "hostname": "pc", "version": "7.0.2"}
+        tls.sendall(encode_frame(MessageType.REGISTER, payload))
+        decoder = FrameDecoder()
+        frames = []
+        while len(frames) < 2:
+            frames += decoder.feed(tls.recv(65536))
+        tls.sendall(encode_frame(MessageType.BYE, {}))
+        assert tls.recv(1) == b""
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=lambda s: s.name)
+def test_signal_stops_cleanly(served: Served, sig: signal.Signals) -> None:
+    _telemetry_session(served, f"ep-{sig.name}")
+
+    code, out, err = _stop(served, sig)
+
+    assert code == 0, err
+    lines = out.strip().splitlines()
+    assert "listening on 127.0.0.1:" in lines[0]
+    assert "trust store" in lines[0]
+    records = json.loads(lines[-1])["endpoints"]
+    assert [r["endpoint_id"] for r in records] == [f"ep-{sig.name}"]
+    assert records[0]["profile_delivered"] == "warn"
+    assert records[0]["online"] is False
+
+
+def test_no_use_ssl_cert_presents_vendor(tmp_path: Path, cert_lab: Lab) -> None:
+    served = _start_serve(
+        tmp_path, cert_lab, "--kind", "correct-fqdn", "--no-use-ssl-cert"
+    )
+
+    code, out, _ = _stop(served, signal.SIGTERM)
+
+    assert code == 0
+    assert served.ready["kind"] == "vendor-default"
+    assert served.ready["presented"] == "vendor"
+    assert "presenting the vendor certificate" in out
