@@ -17,6 +17,7 @@ from harness.endpoint.validation import (
     TrustStoreError,
     Validation,
     validate,
+    validate_der,
 )
 
 __all__ = [
@@ -33,4 +34,5 @@ __all__ = [
     "matches_reference",
     "normalize_reference",
     "validate",
+    "validate_der",
 ]

@@ -6,7 +6,8 @@ One :meth:`EndpointClient.connect` call is one connection attempt:
    client sees the chain even when it is invalid. A failed handshake is its
    own outcome, not a certificate decision.
 2. The decision, made from the bytes received. A legacy version checks only
-   the subject CN. A new version validates the chain
+   the subject CN. A leaf that does not parse is an invalid certificate, not
+   a failed handshake. A new version validates the chain
    (:mod:`harness.endpoint.validation`) and, for an invalid certificate,
    applies its invalid certificate action, consulting the
    remembered-certificate file and prompting through a callback.
@@ -23,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import functools
+import hashlib
 import logging
 import os
 import re
@@ -36,8 +38,7 @@ from typing import Any, TypeVar
 
 import idna
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes
-from OpenSSL import SSL
+from OpenSSL import SSL, crypto
 
 from harness.assumptions import Assumptions
 from harness.ems.telemetry import FrameDecoder, FrameError, MessageType, encode_frame
@@ -48,7 +49,12 @@ from harness.endpoint.memory import (
     RememberedCert,
     ems_key,
 )
-from harness.endpoint.validation import TrustStore, validate
+from harness.endpoint.validation import (
+    LeafParseError,
+    TrustStore,
+    parse_chain,
+    validate_der,
+)
 from harness.model import Action, ActionSource, Answer, CnFallback, OutcomeName, Reason
 from harness.versions import Version, has_feature
 
@@ -267,7 +273,25 @@ class _Session:
         self.sock.close()
 
 
+@functools.cache
+def _client_context() -> SSL.Context:
+    """Return the TLS 1.3 client context, built once and shared by every client.
+
+    The settings never change after this, and OpenSSL allows connections to
+    share one context across threads.
+    """
+    context = SSL.Context(SSL.TLS_CLIENT_METHOD)
+    context.set_min_proto_version(SSL.TLS1_3_VERSION)
+    context.set_max_proto_version(SSL.TLS1_3_VERSION)
+    # The client sees every certificate and decides itself.
+    context.set_verify(SSL.VERIFY_NONE)
+    return context
+
+
+@functools.lru_cache(maxsize=1024)
 def _sni(reference: str) -> bytes | None:
+    # Cached because UTS 46 mapping in idna takes longer than the rest of
+    # the connection setup, and a client connects to few distinct names.
     if parse_ip_reference(reference) is not None:
         return None
     name = reference[:-1] if reference.endswith(".") else reference
@@ -282,7 +306,8 @@ class EndpointClient:
 
     Args:
         version: Client version; legacy versions only check the subject CN.
-        trust_store: PEM bundle of the simulated OS trust store.
+        trust_store: PEM bundle of the simulated OS trust store, or the
+            store already loaded, which callers running many clients share.
         action: Fixed invalid certificate action, overriding the profile,
             installer and default; give ``action_source`` with it.
         action_source: Where the fixed ``action`` came from.
@@ -305,7 +330,7 @@ class EndpointClient:
     def __init__(
         self,
         version: str,
-        trust_store: str | os.PathLike[str],
+        trust_store: str | os.PathLike[str] | TrustStore,
         *,
         action: Action | None = None,
         action_source: ActionSource | None = None,
@@ -321,7 +346,11 @@ class EndpointClient:
     ) -> None:
         self.version = str(Version.parse(version))
         self.legacy = not has_feature(self.version)
-        self.trust_store = TrustStore.load(trust_store)
+        self.trust_store = (
+            trust_store
+            if isinstance(trust_store, TrustStore)
+            else TrustStore.load(trust_store)
+        )
         if (action is None) != (action_source is None):
             raise ValueError("give action and action_source together, or neither")
         self.action = None if action is None else Action(action)
@@ -396,45 +425,45 @@ class EndpointClient:
 
     def _handshake(
         self, host: str, port: int, reference: str
-    ) -> tuple[_Session, list[x509.Certificate], str]:
+    ) -> tuple[_Session, list[bytes], str]:
         sock = socket.create_connection((host, port), timeout=self.timeout)
         try:
-            context = SSL.Context(SSL.TLS_CLIENT_METHOD)
-            context.set_min_proto_version(SSL.TLS1_3_VERSION)
-            context.set_max_proto_version(SSL.TLS1_3_VERSION)
-            # The client sees every certificate and decides itself.
-            context.set_verify(SSL.VERIFY_NONE)
-            conn = SSL.Connection(context, sock)
+            conn = SSL.Connection(_client_context(), sock)
             sni = _sni(reference)
             if sni is not None:
                 conn.set_tlsext_host_name(sni)
             conn.set_connect_state()
             sock.setblocking(False)
             _retry(conn.do_handshake, sock, _Deadline(self.timeout), "TLS handshake")
-            raw_chain = conn.get_peer_cert_chain(as_cryptography=True)
+            # DER bytes, not cryptography objects: a certificate that OpenSSL
+            # accepted in the handshake may still fail cryptography's stricter
+            # parser, and that is a certificate decision, made in _decide.
+            raw_chain = [
+                crypto.dump_certificate(crypto.FILETYPE_ASN1, cert)
+                for cert in conn.get_peer_cert_chain() or []
+            ]
             if not raw_chain:
                 raise ValueError("the server presented no certificate")
             version = conn.get_protocol_version_name()
         except BaseException:
             sock.close()
             raise
-        return _Session(conn, sock), list(raw_chain), version
+        return _Session(conn, sock), raw_chain, version
 
     def _decide(
         self,
         session: _Session,
-        chain: list[x509.Certificate],
+        chain: list[bytes],
         reference: str,
         port: int,
         tls_version: str,
     ) -> Observation:
-        leaf = chain[0]
-        leaf_sha256 = leaf.fingerprint(hashes.SHA256()).hex()
+        leaf_sha256 = hashlib.sha256(chain[0]).hexdigest()
         common = {"tls_version": tls_version, "leaf_sha256": leaf_sha256}
 
         if self.legacy:
             passes = any(
-                self._legacy_pattern.fullmatch(cn) for cn in common_names(leaf)
+                self._legacy_pattern.fullmatch(cn) for cn in _legacy_names(chain[0])
             )
             return Observation(
                 connected=passes,
@@ -450,7 +479,7 @@ class EndpointClient:
                 **common,  # type: ignore[arg-type]
             )
 
-        result = validate(chain, self.trust_store, reference, self.cn_fallback)
+        result = validate_der(chain, self.trust_store, reference, self.cn_fallback)
         reasons = frozenset(result.reasons)
         action, source = self.current_action()
         entry = self.memory.lookup(reference, port)
@@ -493,6 +522,8 @@ class EndpointClient:
                 error="invalid certificate needs an answer and no prompt is available",
             )
 
+        # The path starts at the leaf, and is empty when the leaf does not parse.
+        leaf = result.path[0] if result.path else None
         info = PromptInfo(
             reference,
             port,
@@ -613,7 +644,19 @@ class EndpointClient:
             raise FrameError(f"unexpected {frame.type.name} from the server")
 
 
-def _name_text(cert: x509.Certificate, *, issuer: bool) -> str:
+def _legacy_names(leaf_der: bytes) -> list[str]:
+    """Return the subject CNs of the leaf, none when it does not parse."""
+    try:
+        leaf = parse_chain([leaf_der])[0]
+    except LeafParseError as exc:
+        logger.info("legacy check finds no subject CN: %s", exc)
+        return []
+    return common_names(leaf)
+
+
+def _name_text(cert: x509.Certificate | None, *, issuer: bool) -> str:
+    if cert is None:
+        return "(the leaf certificate does not parse)"
     try:
         return (cert.issuer if issuer else cert.subject).rfc4514_string()
     except ValueError:

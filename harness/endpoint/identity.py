@@ -10,6 +10,7 @@ matches nothing instead of raising.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import logging
 
@@ -48,28 +49,35 @@ def reference_labels(reference: str) -> list[str]:
     """Return the lower-case A-label labels of a DNS reference identity.
 
     One trailing dot (the absolute form of a name) is dropped. IDNA 2008
-    with UTS 46 mapping turns U-labels into A-labels.
+    with UTS 46 mapping turns U-labels into A-labels. ASCII names go through
+    the same check, so a label longer than 63 octets, a name longer than 253
+    octets, or a label outside the letter-digit-hyphen rule is rejected too.
 
     Raises:
         InvalidReference: a NUL byte, an empty label (which includes a second
-            trailing dot) or a name IDNA rejects.
+            trailing dot) or a name IDNA 2008 rejects.
     """
+    return list(_reference_labels(reference))
+
+
+@functools.lru_cache(maxsize=1024)
+def _reference_labels(reference: str) -> tuple[str, ...]:
     if "\x00" in reference:
         raise InvalidReference(f"reference identity {reference!r} contains a NUL byte")
     name = reference[:-1] if reference.endswith(".") else reference
     labels = name.split(".")
     if not name or any(label == "" for label in labels):
         raise InvalidReference(f"reference identity {reference!r} has an empty label")
-    if name.isascii():
-        # An ASCII name is already in A-label form; case does not matter in DNS.
-        return name.lower().split(".")
+
     try:
         encoded = idna.encode(name, uts46=True)
-    except idna.IDNAError as exc:
+    except UnicodeError as exc:
+        # idna.IDNAError is a UnicodeError; a lone surrogate raises the base class.
         raise InvalidReference(
-            f"reference identity {reference!r} is not a valid IDNA name: {exc}"
+            f"reference identity {reference!r} is not a valid IDNA 2008 name: {exc}"
         ) from None
-    return encoded.decode("ascii").lower().split(".")
+    # Case does not matter in DNS, and A-labels compare in lower case.
+    return tuple(encoded.decode("ascii").lower().split("."))
 
 
 def normalize_reference(reference: str) -> str:

@@ -16,11 +16,16 @@ check runs in steps:
    within its validity window, and every issuer on it must be a CA.
 4. A leaf with extendedKeyUsage must list serverAuth.
 5. :mod:`harness.endpoint.identity` matches the reference identity.
+
+A leaf whose bytes cryptography cannot parse is invalid: nothing in it can be
+checked, so :func:`validate_der` reports it as ``untrusted-issuer`` without
+running the steps above.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import logging
 import os
 from collections.abc import Sequence
@@ -66,6 +71,10 @@ class TrustStoreError(Exception):
     """The simulated OS trust store could not be read."""
 
 
+class LeafParseError(ValueError):
+    """The leaf the server sent is not a certificate cryptography can parse."""
+
+
 @dataclass(frozen=True)
 class TrustStore:
     """The trust anchors of the simulated OS store, loaded from a PEM bundle."""
@@ -91,6 +100,19 @@ class TrustStore:
                 f"trust store {bundle} is not a PEM certificate bundle: {exc}"
             ) from exc
         return cls(bundle, tuple(anchors))
+
+    @functools.cached_property
+    def x509_store(self) -> crypto.X509Store:
+        """The anchors as an OpenSSL store with time checks off, built once.
+
+        Verification does not change a store without lookup directories, and
+        OpenSSL locks a store during lookups, so threads may share it.
+        """
+        x509_store = crypto.X509Store()
+        for anchor in self.anchors:
+            x509_store.add_cert(crypto.X509.from_cryptography(anchor))
+        x509_store.set_flags(_NO_CHECK_TIME)
+        return x509_store
 
 
 @dataclass(frozen=True)
@@ -204,12 +226,8 @@ def _openssl_verify(
     store: TrustStore,
 ) -> tuple[tuple[x509.Certificate, ...] | None, Reason | None, str | None]:
     """Verify with OpenSSL, time checks off; return (path, reason, detail)."""
-    x509_store = crypto.X509Store()
-    for anchor in store.anchors:
-        x509_store.add_cert(crypto.X509.from_cryptography(anchor))
-    x509_store.set_flags(_NO_CHECK_TIME)
     context = crypto.X509StoreContext(
-        x509_store,
+        store.x509_store,
         crypto.X509.from_cryptography(leaf),
         [crypto.X509.from_cryptography(c) for c in untrusted],
     )
@@ -285,3 +303,59 @@ def validate(
         return result
     reasons = sorted_reasons({*result.reasons, Reason.HOSTNAME_MISMATCH})
     return Validation(reasons, result.path, result.anchored, result.detail)
+
+
+def parse_chain(ders: Sequence[bytes]) -> list[x509.Certificate]:
+    """Parse the DER certificates a server sent, leaf first.
+
+    An intermediate that does not parse is dropped and logged. It cannot be
+    on any path, so validation reports whatever its absence causes, such as
+    ``incomplete-chain``.
+
+    Raises:
+        LeafParseError: ``ders`` is empty or the leaf does not parse.
+    """
+    if not ders:
+        raise LeafParseError("the server presented no certificate")
+    try:
+        leaf = x509.load_der_x509_certificate(ders[0])
+    except ValueError as exc:
+        raise LeafParseError(f"the leaf certificate does not parse: {exc}") from None
+
+    chain = [leaf]
+    for depth, der in enumerate(ders[1:], start=1):
+        try:
+            chain.append(x509.load_der_x509_certificate(der))
+        except ValueError as exc:
+            logger.info("ignoring certificate %s that does not parse: %s", depth, exc)
+    return chain
+
+
+def validate_der(
+    ders: Sequence[bytes],
+    store: TrustStore,
+    reference: str,
+    cn_fallback: CnFallback,
+    now: dt.datetime | None = None,
+) -> Validation:
+    """Parse the presented chain, then validate it as :func:`validate` does.
+
+    A leaf that does not parse is hostile input, not a failed handshake. The
+    result is invalid with the single reason ``untrusted-issuer`` and an
+    empty path, because no issuer can be shown to have signed bytes that
+    cannot be read. :class:`~harness.model.Reason` has no reason for a
+    malformed certificate, so the closest one is used.
+
+    Args:
+        ders: The DER certificates the server sent, leaf first.
+        store: The simulated OS trust store.
+        reference: The EMS address the client was configured with.
+        cn_fallback: When the subject CN counts as a presented name.
+        now: Validation time; the current time if omitted.
+    """
+    try:
+        chain = parse_chain(ders)
+    except LeafParseError as exc:
+        logger.info("treating the certificate as invalid: %s", exc)
+        return Validation([Reason.UNTRUSTED_ISSUER], (), False, str(exc))
+    return validate(chain, store, reference, cn_fallback, now)
