@@ -42,8 +42,7 @@ class Assumptions:
             re.compile(self.legacy_subject_pattern)
         except re.error as exc:
             raise ValueError(
-                f"invalid legacy_subject_pattern {self.legacy_subject_pattern!r}: "
-                f"{exc}"
+                f"invalid legacy_subject_pattern {self.legacy_subject_pattern!r}: {exc}"
             ) from exc
         object.__setattr__(self, "cn_fallback", CnFallback(self.cn_fallback))
         object.__setattr__(self, "default_action", Action(self.default_action))

@@ -10,7 +10,6 @@ from rich.console import Console
 from rich.table import Table
 
 from harness.cli import HarnessError, cli
-from harness.model import CnFallback
 from harness.pki import CATALOGUE, LabError, build_lab
 
 

@@ -101,9 +101,9 @@ class TrustPath:
     anchored: bool
 
 
-def _paths(identity: str, available: list[CaRole], seen: tuple[str, ...]) -> Iterator[
-    TrustPath
-]:
+def _paths(
+    identity: str, available: list[CaRole], seen: tuple[str, ...]
+) -> Iterator[TrustPath]:
     # Trust anchors first, as OpenSSL does by default (X509_V_FLAG_TRUSTED_FIRST).
     candidates = sorted(
         (role for role in available if role.identity == identity),
