@@ -28,6 +28,7 @@ import datetime as dt
 import enum
 import hashlib
 import logging
+import os
 import tempfile
 import threading
 import time
@@ -46,6 +47,7 @@ from harness.pki.lab import Lab
 if TYPE_CHECKING:
     from harness.adapters.base import Adapter
     from harness.ems.server import MockEms
+    from harness.endpoint.validation import TrustStore
 
 logger = logging.getLogger(__name__)
 
@@ -372,49 +374,92 @@ def run_scenarios(
     deadline_per_scenario = 2 * timeout + 1.0
     results: dict[int, ScenarioResult] = {}
     with contextlib.ExitStack() as stack:
-        scratch = Path(stack.enter_context(tempfile.TemporaryDirectory()))
+        scratch = Path(
+            stack.enter_context(
+                tempfile.TemporaryDirectory(
+                    prefix="harness-run-", dir=_scratch_parent()
+                )
+            )
+        )
         pool = concurrent.futures.ThreadPoolExecutor(
             max_workers=max(1, jobs), thread_name_prefix=f"run-{driver.name}"
         )
         # A stuck client thread must not hold the run: on exit, cancel what
         # has not started and do not wait for threads that overran.
         stack.callback(pool.shutdown, wait=False, cancel_futures=True)
-        futures = {
-            pool.submit(_run_one, driver, s, servers, scratch, timeout): index
-            for index, s in enumerate(scenarios)
-        }
-        for index, result in _collect(
-            futures, scenarios, driver.name, deadline_per_scenario
-        ):
+
+        def submit(index: int) -> concurrent.futures.Future[ScenarioResult]:
+            scenario = scenarios[index]
+            return pool.submit(_run_one, driver, scenario, servers, scratch, timeout)
+
+        collected = _collect(
+            submit,
+            scenarios,
+            driver.name,
+            deadline_per_scenario,
+            window=_IN_FLIGHT_PER_JOB * max(1, jobs),
+        )
+        for index, result in collected:
             results[index] = result
             if on_result is not None:
                 on_result(result)
     return [results[index] for index in range(len(scenarios))]
 
 
+# RAM-backed folder for per-scenario client state, where the OS has one.
+# The reference client fsyncs its remembered-certificate file on every
+# write, and on a disk-backed folder those writes and the per-scenario
+# folder creation and removal took about 40% of the worker threads' time.
+_RAM_FOLDER = Path("/dev/shm")
+
+
+def _scratch_parent() -> Path | None:
+    """Return the RAM-backed folder if it is usable, else ``None`` (the default)."""
+    if _RAM_FOLDER.is_dir() and os.access(_RAM_FOLDER, os.W_OK | os.X_OK):
+        return _RAM_FOLDER
+    return None
+
+
+# Futures submitted per worker thread at a time. Waiting on a future costs
+# time in proportion to the number of futures waited on, so submitting the
+# whole matrix at once made collection quadratic in the matrix size.
+_IN_FLIGHT_PER_JOB = 2
+
+
 def _collect(
-    futures: dict[concurrent.futures.Future[ScenarioResult], int],
+    submit: Callable[[int], concurrent.futures.Future[ScenarioResult]],
     scenarios: Sequence[MatrixScenario],
     client: str,
     deadline: float,
+    *,
+    window: int,
 ) -> Iterator[tuple[int, ScenarioResult]]:
-    """Yield results as they finish; overdue scenarios become timeouts."""
-    pending = set(futures)
+    """Submit scenarios by index, at most ``window`` in flight, and yield results.
+
+    Results come in completion order; a scenario running longer than
+    ``deadline`` seconds becomes a ``timeout`` result.
+    """
+    futures: dict[concurrent.futures.Future[ScenarioResult], int] = {}
     started_at: dict[concurrent.futures.Future[ScenarioResult], float] = {}
-    while pending:
-        done, pending = concurrent.futures.wait(
-            pending, timeout=0.5, return_when=concurrent.futures.FIRST_COMPLETED
+    next_index = 0
+    while next_index < len(scenarios) or futures:
+        while next_index < len(scenarios) and len(futures) < window:
+            futures[submit(next_index)] = next_index
+            next_index += 1
+        done, _ = concurrent.futures.wait(
+            futures, timeout=0.5, return_when=concurrent.futures.FIRST_COMPLETED
         )
         for future in done:
-            yield futures[future], future.result()
+            started_at.pop(future, None)
+            yield futures.pop(future), future.result()
         now = time.monotonic()
-        for future in list(pending):
+        for future in list(futures):
             if future.running():
                 started_at.setdefault(future, now)
             if future not in started_at or now - started_at[future] <= deadline:
                 continue
-            pending.discard(future)
-            scenario = scenarios[futures[future]]
+            index = futures.pop(future)
+            scenario = scenarios[index]
             logger.warning(
                 "scenario %s of %s overran %.1f s", scenario.id, client, deadline
             )
@@ -425,9 +470,9 @@ def _collect(
                 None,
                 None,
                 f"no result within {deadline:.1f} s; the client hung",
-                now - started_at[future],
+                now - started_at.pop(future),
             )
-            yield futures[future], overdue
+            yield index, overdue
 
 
 # -- servers -----------------------------------------------------------------
@@ -499,6 +544,28 @@ class ReferenceDriver:
     def __init__(self, lab: Lab, cn_fallback: CnFallback) -> None:
         self.lab = lab
         self.assumptions = Assumptions(cn_fallback=cn_fallback)
+        self._trust_store: TrustStore | None = None
+        self._trust_store_lock = threading.Lock()
+        # Remembered-certificate files made by a real first connection, by
+        # (host, port, reference identity, client version).
+        self._remembered_files: dict[tuple[str, int, str, str], bytes] = {}
+        self._remembered_key_locks: dict[tuple[str, int, str, str], threading.Lock] = {}
+        self._remembered_lock = threading.Lock()
+
+    @property
+    def trust_store(self) -> TrustStore:
+        """The lab's trust store, loaded on first use and shared by every client.
+
+        Raises:
+            TrustStoreError: the lab's trust store cannot be read; each
+                scenario that needs it then reports this as its error.
+        """
+        from harness.endpoint.validation import TrustStore
+
+        with self._trust_store_lock:
+            if self._trust_store is None:
+                self._trust_store = TrustStore.load(self.lab.trust_store_path)
+            return self._trust_store
 
     def availability(self) -> tuple[bool, str]:
         return True, "built in"
@@ -551,7 +618,7 @@ class ReferenceDriver:
 
         client = EndpointClient(
             version,
-            self.lab.trust_store_path,
+            self.trust_store,
             action=scenario.action,
             action_source=None if scenario.action is None else ActionSource.PROFILE,
             memory_path=memory,
@@ -578,32 +645,64 @@ class ReferenceDriver:
         timeout: float,
     ) -> None:
         """Create the remembered state ``scenario`` starts from."""
-        from harness.endpoint.client import EndpointClient
         from harness.endpoint.memory import MemoryFile
         from harness.oracle.decision import Remembered
 
         reference = CATALOGUE[scenario.kind].reference_identity
         if scenario.remembered is Remembered.THIS_LEAF:
-            # Remember the leaf the way a user does: warn, prompt, allow.
-            first = EndpointClient(
-                scenario.client_version or "",
-                self.lab.trust_store_path,
-                action=Action.WARN,
-                action_source=ActionSource.PROFILE,
-                memory_path=memory,
-                assumptions=self.assumptions,
-                prompt=lambda info: Answer.ALLOW,
-                timeout=timeout,
-                persist_profile=False,
-                telemetry_idle=0.0,
-            )
-            first.connect(server.host, server.port, servername=reference)
+            self._remember_this_leaf(scenario, server, memory, timeout)
         elif scenario.remembered is Remembered.OTHER_LEAF:
             # Another leaf, allowed for every reason there is.
             other = hashlib.sha256(b"another leaf of this EMS").hexdigest()
             MemoryFile(memory).remember(
                 reference, server.port, other, frozenset(Reason)
             )
+
+    def _remember_this_leaf(
+        self,
+        scenario: MatrixScenario,
+        server: ServerAddress,
+        memory: Path,
+        timeout: float,
+    ) -> None:
+        """Remember the presented leaf the way a user does: warn, prompt, allow.
+
+        The file this leaves behind depends only on the server, the reference
+        identity and the client version, so the first scenario with that key
+        makes the connection and later ones get a copy of its file. A first
+        connection that leaves no file is not cached, so the next scenario
+        with that key connects again.
+        """
+        from harness.endpoint.client import EndpointClient
+
+        reference = CATALOGUE[scenario.kind].reference_identity
+        version = scenario.client_version or ""
+        key = (server.host, server.port, reference, version)
+        with self._remembered_lock:
+            key_lock = self._remembered_key_locks.setdefault(key, threading.Lock())
+        with key_lock:
+            content = self._remembered_files.get(key)
+            if content is None:
+                first = EndpointClient(
+                    version,
+                    self.trust_store,
+                    action=Action.WARN,
+                    action_source=ActionSource.PROFILE,
+                    memory_path=memory,
+                    assumptions=self.assumptions,
+                    prompt=lambda info: Answer.ALLOW,
+                    timeout=timeout,
+                    persist_profile=False,
+                    telemetry_idle=0.0,
+                )
+                first.connect(server.host, server.port, servername=reference)
+                if memory.exists():
+                    self._remembered_files[key] = memory.read_bytes()
+                return
+        # The client writes this file with mode 0600; the copy keeps it.
+        fd = os.open(memory, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(content)
 
     def deviation(self, scenario: MatrixScenario, observed: Observed) -> str | None:
         # The reference client has no documented deviations.
