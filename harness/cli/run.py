@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -28,9 +29,18 @@ from harness.matrix import (
 from harness.model import CnFallback
 from harness.pki import LabError, build_lab
 from harness.pki.lab import Lab
+from harness.regressions import (
+    RegressionCase,
+    judge_adapter_result,
+    load_cases,
+    run_case_with_adapter,
+    serve_case,
+)
 from harness.report import (
+    RegressionEntry,
     print_summary,
     progress_bar,
+    regressions_pass,
     write_html,
     write_json,
     write_junit,
@@ -126,9 +136,16 @@ def _report_paths(
     return paths
 
 
-_WRITERS: dict[str, Callable[[RunResult, Path], None]] = {
+Writer = Callable[[RunResult, Path, Sequence[RegressionEntry] | None], None]
+
+
+def _junit(run: RunResult, path: Path, _: Sequence[RegressionEntry] | None) -> None:
+    write_junit(run, path)
+
+
+_WRITERS: dict[str, Writer] = {
     "json": write_json,
-    "junit": write_junit,
+    "junit": _junit,
     "html": write_html,
     "markdown": write_markdown,
 }
@@ -251,6 +268,15 @@ _WRITERS: dict[str, Callable[[RunResult, Path], None]] = {
     "report.html, report.md); explicit report options take precedence.",
 )
 @click.option(
+    "--no-regressions",
+    "no_regressions",
+    is_flag=True,
+    help="Do not run the regression corpus. By default every real client "
+    "(any client but 'reference') is also checked against each non-scripted "
+    "regression case under --cn-fallback; an unexplained disagreement there "
+    "fails the run.",
+)
+@click.option(
     "--list",
     "list_only",
     is_flag=True,
@@ -279,6 +305,7 @@ def run(
     html_path: Path | None,
     markdown_path: Path | None,
     report_dir: Path | None,
+    no_regressions: bool,
     list_only: bool,
     quiet: bool,
 ) -> int:
@@ -305,6 +332,13 @@ def run(
         return EXIT_OK
 
     result = _run_all(drivers, matrices, lab, mode, jobs, timeout, quiet)
+    regressions: list[RegressionEntry] | None = None
+    real = [d for d in drivers if isinstance(d, AdapterDriver)]
+    if real and not no_regressions:
+        adapters = [d.adapter for d in real if d.availability()[0]]
+        regressions = run_regressions(
+            adapters, lab, mode, jobs=result.jobs, timeout=timeout
+        )
     paths = _report_paths(
         report_dir,
         json=json_path,
@@ -315,17 +349,70 @@ def run(
     for key, path in paths.items():
         if path is not None:
             try:
-                _WRITERS[key](result, path)
+                _WRITERS[key](result, path, regressions)
             except OSError as exc:
                 message = f"cannot write the {key} report {path}: {exc}"
                 raise HarnessError(message) from None
+    passed = result.passed and regressions_pass(regressions)
     console = Console(soft_wrap=True)
     if quiet:
-        verdict = "PASSED" if result.passed else "FAILED"
+        verdict = "PASSED" if passed else "FAILED"
         click.echo(f"{verdict}: {len(result.results)} scenarios")
     else:
-        print_summary(result, console)
-    return EXIT_OK if result.passed else EXIT_FAILED
+        print_summary(result, console, regressions)
+    return EXIT_OK if passed else EXIT_FAILED
+
+
+def _regression_case(
+    case: RegressionCase,
+    adapters: list[Adapter],
+    lab: Lab,
+    mode: CnFallback,
+    timeout: float,
+) -> list[RegressionEntry]:
+    entries = []
+    with serve_case(case, lab) as ems:
+        for adapter in adapters:
+            status = run_case_with_adapter(
+                case, adapter, lab, timeout=timeout, ems=ems
+            ).status
+            verdict = judge_adapter_result(case, adapter.name, status, mode)
+            entries.append(
+                RegressionEntry(
+                    case=case.name,
+                    family=case.family,
+                    adapter=adapter.name,
+                    status=verdict.status,
+                    expected=verdict.expected,
+                    agrees=verdict.agrees,
+                    explained_by=verdict.explained_by,
+                )
+            )
+    return entries
+
+
+def run_regressions(
+    adapters: list[Adapter],
+    lab: Lab,
+    mode: CnFallback,
+    *,
+    jobs: int,
+    timeout: float,
+) -> list[RegressionEntry]:
+    """Check each adapter against every non-scripted regression case.
+
+    Each case is served once; cases run on at most ``jobs`` threads. The
+    entries come in corpus order, adapters in the given order within a case.
+    """
+    cases = [case for case in load_cases() if not case.scripted]
+    if not adapters:
+        return []
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        futures = [
+            pool.submit(_regression_case, case, adapters, lab, mode, timeout)
+            for case in cases
+        ]
+        return [entry for future in futures for entry in future.result()]
 
 
 def _selection(

@@ -14,15 +14,25 @@ from harness.report.json_report import (
 )
 from harness.report.junit import render_junit, write_junit
 from harness.report.markdown import render_markdown, write_markdown
+from harness.report.regressions import (
+    RegressionCounts,
+    RegressionEntry,
+    regression_counts,
+    regressions_pass,
+)
 from harness.report.summary import Summary, summarize
 from harness.report.terminal import print_summary, progress_bar
 
 __all__ = [
     "SCHEMA_VERSION",
+    "RegressionCounts",
+    "RegressionEntry",
     "Summary",
     "build_json",
     "print_summary",
     "progress_bar",
+    "regression_counts",
+    "regressions_pass",
     "render_html",
     "render_junit",
     "render_markdown",

@@ -11,8 +11,10 @@ JavaScript.
 from __future__ import annotations
 
 import html
+from collections.abc import Sequence
 from pathlib import Path
 
+from harness.report.regressions import RegressionEntry, regression_counts
 from harness.report.summary import (
     STATUS_ORDER,
     describe_expected,
@@ -134,7 +136,37 @@ def _problem_list(run: RunResult) -> list[str]:
     return parts
 
 
-def render_html(run: RunResult) -> str:
+def _regression_table(entries: Sequence[RegressionEntry]) -> list[str]:
+    parts = [
+        "<h2>Regression corpus</h2>",
+        "<table><thead><tr><th>client</th><th>agreeing</th><th>explained</th>"
+        "<th>disagreeing</th></tr></thead><tbody>",
+    ]
+    for adapter, counts in regression_counts(entries).items():
+        style = ' class="s-disagree"' if counts.disagreeing else ""
+        parts.append(
+            f"<tr><td>{html.escape(adapter)}</td><td>{counts.agreeing}</td>"
+            f"<td>{counts.explained}</td>"
+            f"<td{style}>{counts.disagreeing}</td></tr>"
+        )
+    parts.append("</tbody></table>")
+    unexplained = [e for e in entries if e.unexplained]
+    if unexplained:
+        parts.append(
+            "<table><thead><tr><th>case</th><th>client</th><th>status</th>"
+            "<th>expected</th></tr></thead><tbody>"
+        )
+        for e in unexplained:
+            cells = (e.case, e.adapter, e.status, e.expected)
+            row = "".join(f"<td>{html.escape(text)}</td>" for text in cells)
+            parts.append(f"<tr>{row}</tr>")
+        parts.append("</tbody></table>")
+    return parts
+
+
+def render_html(
+    run: RunResult, regressions: Sequence[RegressionEntry] | None = None
+) -> str:
     """Return the HTML report of ``run`` as one self-contained page."""
     summary = summarize(run)
     verdict = "passed" if run.passed else "failed"
@@ -163,12 +195,17 @@ def render_html(run: RunResult) -> str:
         ' <span id="visible"></span> cells shown</div>',
         *_grid(run),
         *_problem_list(run),
+        *(_regression_table(regressions) if regressions is not None else []),
         f"<script>{_JS}</script>",
         "</body></html>",
     ]
     return "\n".join(parts) + "\n"
 
 
-def write_html(run: RunResult, path: str | Path) -> None:
+def write_html(
+    run: RunResult,
+    path: str | Path,
+    regressions: Sequence[RegressionEntry] | None = None,
+) -> None:
     """Write the HTML report of ``run`` to ``path``."""
-    Path(path).write_text(render_html(run), encoding="utf-8")
+    Path(path).write_text(render_html(run, regressions), encoding="utf-8")

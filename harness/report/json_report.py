@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from harness import __version__
 from harness.matrix import MatrixScenario
+from harness.report.regressions import RegressionEntry
 from harness.report.summary import summarize
 from harness.runner import Expectation, Observed, RunResult, ScenarioResult, Status
 
@@ -70,11 +72,28 @@ def _counts(counts: dict[Status, int]) -> dict[str, int]:
     return {status.value: count for status, count in counts.items()}
 
 
-def build_json(run: RunResult) -> dict[str, Any]:
-    """Return the JSON report of ``run`` as a dictionary."""
+def _regression(entry: RegressionEntry) -> dict[str, Any]:
+    return {
+        "case": entry.case,
+        "family": entry.family,
+        "adapter": entry.adapter,
+        "status": entry.status,
+        "expected": entry.expected,
+        "agrees": entry.agrees,
+        "explained_by": entry.explained_by,
+    }
+
+
+def build_json(
+    run: RunResult, regressions: Sequence[RegressionEntry] | None = None
+) -> dict[str, Any]:
+    """Return the JSON report of ``run`` as a dictionary.
+
+    ``regressions`` adds the optional top-level ``regressions`` list.
+    """
     summary = summarize(run)
     totals: dict[str, int] = {"total": summary.total, **_counts(summary.by_status)}
-    return {
+    report: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,
         "generator": f"ems-cert-harness {__version__}",
         "started": dt.datetime.fromtimestamp(run.started, dt.UTC).isoformat(),
@@ -97,11 +116,18 @@ def build_json(run: RunResult) -> dict[str, Any]:
         },
         "results": [_result(result) for result in run.results],
     }
+    if regressions is not None:
+        report["regressions"] = [_regression(entry) for entry in regressions]
+    return report
 
 
-def write_json(run: RunResult, path: str | Path) -> None:
+def write_json(
+    run: RunResult,
+    path: str | Path,
+    regressions: Sequence[RegressionEntry] | None = None,
+) -> None:
     """Write the JSON report of ``run`` to ``path``."""
-    text = json.dumps(build_json(run), indent=2, ensure_ascii=False)
+    text = json.dumps(build_json(run, regressions), indent=2, ensure_ascii=False)
     Path(path).write_text(text + "\n", encoding="utf-8")
 
 
@@ -124,9 +150,15 @@ class _Checker:
             )
         return ok
 
-    def keys(self, where: str, data: dict[str, Any], required: set[str]) -> bool:
+    def keys(
+        self,
+        where: str,
+        data: dict[str, Any],
+        required: set[str],
+        optional: frozenset[str] = frozenset(),
+    ) -> bool:
         missing = sorted(required - set(data))
-        extra = sorted(set(data) - required)
+        extra = sorted(set(data) - required - optional)
         for key in missing:
             self.errors.append(f"{where}: missing key {key!r}")
         for key in extra:
@@ -156,6 +188,16 @@ _TOP_KEYS = {
     "by_client",
     "matrix",
     "results",
+}
+_OPTIONAL_TOP_KEYS = frozenset({"regressions"})
+_REGRESSION_KEYS = {
+    "case",
+    "family",
+    "adapter",
+    "status",
+    "expected",
+    "agrees",
+    "explained_by",
 }
 _RESULT_KEYS = {
     "id",
@@ -223,6 +265,23 @@ def _check_result(check: _Checker, where: str, item: object) -> str | None:
     return status if isinstance(status, str) else None
 
 
+def _check_regressions(check: _Checker, entries: object) -> None:
+    if not check.type("regressions", entries, list):
+        return
+    assert isinstance(entries, list)
+    for i, item in enumerate(entries):
+        where = f"regressions[{i}]"
+        if not check.type(where, item, dict):
+            continue
+        assert isinstance(item, dict)
+        check.keys(where, item, _REGRESSION_KEYS)
+        for key in ("case", "adapter", "status", "expected"):
+            check.type(f"{where}.{key}", item.get(key), str)
+        check.type(f"{where}.family", item.get("family"), int)
+        check.type(f"{where}.agrees", item.get("agrees"), bool)
+        check.type(f"{where}.explained_by", item.get("explained_by"), str, type(None))
+
+
 def validate_report(data: object) -> list[str]:
     """Return every way ``data`` breaks report schema version 1; empty if none.
 
@@ -232,7 +291,9 @@ def validate_report(data: object) -> list[str]:
     if not check.type("report", data, dict):
         return check.errors
     assert isinstance(data, dict)
-    check.keys("report", data, _TOP_KEYS)
+    check.keys("report", data, _TOP_KEYS, _OPTIONAL_TOP_KEYS)
+    if "regressions" in data:
+        _check_regressions(check, data["regressions"])
     if data.get("schema_version") != SCHEMA_VERSION:
         check.errors.append(
             f"schema_version: expected {SCHEMA_VERSION}, "

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
+from harness.report.regressions import RegressionEntry, regression_counts
 from harness.report.summary import (
     STATUS_ORDER,
     describe_expected,
@@ -17,8 +19,37 @@ def _cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
 
-def render_markdown(run: RunResult) -> str:
-    """Return the Markdown report of ``run``."""
+def _regression_lines(entries: Sequence[RegressionEntry], mode: str) -> list[str]:
+    lines = ["", f"## Regression corpus (cn_fallback `{mode}`)", ""]
+    lines += ["| client | agreeing | explained | disagreeing |", "|---|---:|---:|---:|"]
+    for adapter, counts in regression_counts(entries).items():
+        lines.append(
+            f"| {adapter} | {counts.agreeing} | {counts.explained} | "
+            f"{counts.disagreeing} |"
+        )
+    lines += [
+        "",
+        "| case | family | client | status | expected | verdict |",
+        "|---|---:|---|---|---|---|",
+    ]
+    for e in entries:
+        if e.agrees:
+            verdict = "agrees"
+        elif e.explained_by is not None:
+            verdict = f"explained: {_cell(e.explained_by)}"
+        else:
+            verdict = "**disagrees**"
+        lines.append(
+            f"| `{_cell(e.case)}` | {e.family} | {e.adapter} | {e.status} | "
+            f"{e.expected} | {verdict} |"
+        )
+    return lines
+
+
+def render_markdown(
+    run: RunResult, regressions: Sequence[RegressionEntry] | None = None
+) -> str:
+    """Return the Markdown report of ``run``, with ``regressions`` if given."""
     summary = summarize(run)
     verdict = "passed" if run.passed else "failed"
     lines = [
@@ -67,11 +98,17 @@ def render_markdown(run: RunResult) -> str:
     if run.server_failures:
         lines += ["", "## Server failures", ""]
         lines += [f"- {_cell(failure)}" for failure in run.server_failures]
+    if regressions is not None:
+        lines += _regression_lines(regressions, run.cn_fallback.value)
     if summary.by_status[Status.AGREE] == summary.total:
         lines += ["", "Every scenario agrees with the oracle."]
     return "\n".join(lines) + "\n"
 
 
-def write_markdown(run: RunResult, path: str | Path) -> None:
+def write_markdown(
+    run: RunResult,
+    path: str | Path,
+    regressions: Sequence[RegressionEntry] | None = None,
+) -> None:
     """Write the Markdown report of ``run`` to ``path``."""
-    Path(path).write_text(render_markdown(run), encoding="utf-8")
+    Path(path).write_text(render_markdown(run, regressions), encoding="utf-8")

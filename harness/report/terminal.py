@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 
 from rich.console import Console
 from rich.progress import (
@@ -16,6 +16,11 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
+from harness.report.regressions import (
+    RegressionEntry,
+    regression_counts,
+    regressions_pass,
+)
 from harness.report.summary import (
     STATUS_ORDER,
     describe_expected,
@@ -66,8 +71,16 @@ def progress_bar(
         yield advance
 
 
-def print_summary(run: RunResult, console: Console) -> None:
-    """Print the table by kind and status, then every problem and deviation."""
+def print_summary(
+    run: RunResult,
+    console: Console,
+    regressions: Sequence[RegressionEntry] | None = None,
+) -> None:
+    """Print the table by kind and status, then every problem and deviation.
+
+    With ``regressions``, also one line per real client on the regression
+    corpus, and every unexplained disagreement there.
+    """
     summary = summarize(run)
     table = Table(title=f"{summary.total} scenarios by kind and status")
     table.add_column("kind", no_wrap=True)
@@ -107,8 +120,26 @@ def print_summary(run: RunResult, console: Console) -> None:
 
     for failure in run.server_failures:
         console.print(Text(f"server failure: {failure}", style="bold red"))
-    verdict = "PASSED" if run.passed else "FAILED"
-    style = "bold green" if run.passed else "bold red"
+    if regressions is not None:
+        for adapter, tally in regression_counts(regressions).items():
+            console.print(
+                f"regressions {adapter}: {tally.agreeing} agreeing, "
+                f"{tally.explained} explained, {tally.disagreeing} disagreeing",
+                highlight=False,
+            )
+        for entry in regressions:
+            if entry.unexplained:
+                console.print(
+                    Text(
+                        f"  disagree {entry.adapter}:{entry.case}: {entry.status}, "
+                        f"expected {entry.expected}",
+                        style="bold red",
+                    ),
+                    highlight=False,
+                )
+    passed = run.passed and regressions_pass(regressions)
+    verdict = "PASSED" if passed else "FAILED"
+    style = "bold green" if passed else "bold red"
     console.print(
         Text(f"{verdict}: ", style=style)
         + Text(
