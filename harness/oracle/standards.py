@@ -21,11 +21,14 @@ from dataclasses import dataclass
 
 import idna
 
-from harness.model import CnFallback, Reason
+from harness.model import CnFallback, Reason, sorted_reasons
 from harness.pki.kinds import CertKind, LeafSpec
 from harness.pki.roles import ROLES, CaRole
 
 
+# Parsed addresses are immutable, so the parsers below are memoized: the lab's
+# manifest looks up the same few literals for every kind and mode.
+@functools.lru_cache(maxsize=4096)
 def _ip_literal(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     try:
         return ipaddress.ip_address(text.strip("[]"))
@@ -53,6 +56,11 @@ def _reference_labels(reference: str) -> tuple[str, ...] | None:
     return tuple(encoded.lower().split("."))
 
 
+@functools.lru_cache(maxsize=4096)
+def _ip_address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    return ipaddress.ip_address(text)
+
+
 def _presented_matches(presented: str, reference: tuple[str, ...]) -> bool:
     if "\x00" in presented or not presented.isascii():
         return False
@@ -74,7 +82,7 @@ def identity_matches(leaf: LeafSpec, reference: str, mode: CnFallback) -> bool:
     """Return whether ``leaf`` presents the reference identity ``reference``."""
     address = _ip_literal(reference)
     if address is not None:
-        return any(ipaddress.ip_address(a) == address for a in leaf.ip_addresses)
+        return any(_ip_address(a) == address for a in leaf.ip_addresses)
 
     labels = _reference_labels(reference)
     if labels is None:
@@ -126,6 +134,18 @@ def _paths(
                 yield TrustPath((role,), anchored=False)
 
 
+@functools.lru_cache(maxsize=1024)
+def _candidate_paths(issuer: str, chain: tuple[str, ...]) -> tuple[TrustPath, ...]:
+    """Return every path from role ``issuer`` through the sent ``chain``.
+
+    The paths depend only on the declared roles, which never change, so they
+    are computed once per issuer and chain.
+    """
+    available = [ROLES[name] for name in chain]
+    available += [role for role in ROLES.values() if role.in_store]
+    return tuple(_paths(ROLES[issuer].identity, available, ()))
+
+
 def _window(role: CaRole, built_at: dt.datetime) -> tuple[dt.datetime, dt.datetime]:
     if role.window is None:
         # trustme's fixed window for CAs it creates.
@@ -156,10 +176,7 @@ def chain_reasons(
     if leaf.issuer == "self":
         return frozenset({Reason.SELF_SIGNED} | _time_reasons([leaf_window], now))
 
-    available = [ROLES[name] for name in leaf.chain]
-    available += [role for role in ROLES.values() if role.in_store]
-    issuer_identity = ROLES[leaf.issuer].identity
-    paths = list(_paths(issuer_identity, available, ()))
+    paths = _candidate_paths(leaf.issuer, leaf.chain)
 
     best: set[Reason] | None = None
     for path in paths:
@@ -232,7 +249,25 @@ def expected_reasons_for_kind(
     now: dt.datetime | None = None,
 ) -> list[Reason]:
     """Return :func:`expected_reasons` for a catalogue kind, in report order."""
-    from harness.model import sorted_reasons
-
     reasons = expected_reasons(kind.leaf, kind.reference_identity, mode, built_at, now)
     return sorted_reasons(reasons)
+
+
+def expected_reasons_by_mode(
+    kind: CertKind, built_at: dt.datetime, now: dt.datetime | None = None
+) -> dict[CnFallback, list[Reason]]:
+    """Return :func:`expected_reasons_for_kind` for every ``cn_fallback`` mode.
+
+    The chain and purpose reasons do not depend on the mode, so they are
+    computed once and only the identity check runs per mode.
+    """
+    now = built_at if now is None else now
+    leaf = kind.leaf
+    common = set(chain_reasons(leaf, built_at, now)) | set(purpose_reasons(leaf))
+    by_mode: dict[CnFallback, list[Reason]] = {}
+    for mode in CnFallback:
+        reasons = set(common)
+        if not identity_matches(leaf, kind.reference_identity, mode):
+            reasons.add(Reason.HOSTNAME_MISMATCH)
+        by_mode[mode] = sorted_reasons(reasons)
+    return by_mode
