@@ -206,10 +206,17 @@ def _validate_choices(
         return None
     values = tuple(dict.fromkeys(value.strip() for value in given if value.strip()))
     for value in values:
-        if value not in known:
+        if value in known:
+            continue
+        if label == "kind":
+            # 41 kind names do not fit on one line of an error message.
             raise MatrixError(
-                f"unknown {label} {value!r}; known values: {', '.join(known)}"
+                f"unknown kind {value!r}; run 'ems-harness certs list' for the "
+                "known kinds"
             )
+        raise MatrixError(
+            f"unknown {label} {value!r}; known values: {', '.join(known)}"
+        )
     return values
 
 
@@ -236,6 +243,9 @@ def make_filter(
     ids: Iterable[str] | None = None,
 ) -> MatrixFilter:
     """Return a validated :class:`MatrixFilter`.
+
+    ``ems_versions`` and ``client_versions`` accept any dotted version: in
+    :func:`build_matrix` they set the versions of those dimensions.
 
     Raises:
         MatrixError: an unknown kind or action, or an invalid version.
@@ -319,8 +329,11 @@ def build_matrix(
     """Enumerate the scenarios of a run.
 
     Args:
-        selection: Filters; everything if omitted. ``ids`` keeps exactly the
-            scenarios with those ids (each must exist in the matrix).
+        selection: Filters; everything if omitted. Its ``ems_versions`` and
+            ``client_versions``, where set, replace ``versions`` for that
+            dimension, so versions outside :data:`MATRIX_VERSIONS` can run.
+            ``ids`` keeps exactly the scenarios with those ids (each must
+            exist in the matrix).
         cn_fallback: The run's ``cn_fallback`` mode.
         profile: ``endpoint`` for the full matrix, ``tls`` for one scenario
             per kind.
@@ -343,19 +356,27 @@ def build_matrix(
         ]
         return _apply_filter(plain, Counter(), len(plain), selection)
 
+    ems_versions = list(selection.ems_versions or versions)
+    client_versions = list(selection.client_versions or versions)
+    if selection.ems_versions == ():
+        ems_versions = []
+    if selection.client_versions == ():
+        client_versions = []
     drops: Counter[str] = Counter()
     full_size = (
         len(kinds)
-        * len(versions)
+        * len(ems_versions)
         * 2
-        * len(versions)
+        * len(client_versions)
         * len(Action)
         * len(Answer)
         * len(REMEMBERED_STATES)
     )
-    per_client = len(Action) * len(Answer) * len(REMEMBERED_STATES) * len(versions)
+    per_client = (
+        len(Action) * len(Answer) * len(REMEMBERED_STATES) * len(client_versions)
+    )
     scenarios: list[MatrixScenario] = []
-    for kind, ems in itertools.product(kinds, versions):
+    for kind, ems in itertools.product(kinds, ems_versions):
         toggles: tuple[bool | None, ...] = (False, True)
         if not has_feature(ems):
             drops[DROP_NO_SETTING] += per_client
@@ -364,7 +385,7 @@ def build_matrix(
             if not toggle and kind != VENDOR_KIND:
                 drops[DROP_NOT_PRESENTED] += per_client
                 continue
-            for client in versions:
+            for client in client_versions:
                 scenarios += _endpoint_cells(
                     kind, ems, toggle, client, list(Action), cn_fallback, drops
                 )

@@ -24,7 +24,6 @@ def test_full_size_is_the_product() -> None:
     expected = len(CATALOGUE) * len(MATRIX_VERSIONS) ** 2 * 2 * 3 * 2 * 3
     assert matrix.full_size == expected
     assert len(matrix) + sum(matrix.dropped.values()) == matrix.full_size
-    assert matrix.filtered_out == 0
 
 
 def test_every_drop_reason_is_used() -> None:
@@ -232,3 +231,25 @@ def test_merged_filter_prefers_other() -> None:
 
     assert merged.kinds == ("wrong-host",)
     assert merged.actions == (Action.WARN,)
+
+
+def test_versions_set_dimensions() -> None:
+    matrix = build_matrix(
+        make_filter(
+            kinds=["correct-fqdn"], ems_versions=["6.4.10"], client_versions=["9.9.9"]
+        )
+    )
+
+    assert [s.id for s in matrix.scenarios] == [
+        "correct-fqdn/ems-6.4.10-on/client-9.9.9/any-action"
+    ]
+
+
+def test_unknown_kind_points_to_certs_list() -> None:
+    with pytest.raises(MatrixError) as caught:
+        make_filter(kinds=["nosuch"])
+
+    message = str(caught.value)
+    assert "unknown kind 'nosuch'" in message
+    assert "ems-harness certs list" in message
+    assert "correct-fqdn" not in message

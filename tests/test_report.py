@@ -17,6 +17,7 @@ from rich.console import Console
 from harness.matrix import MatrixFilter, Profile, build_matrix, make_filter
 from harness.report import (
     build_json,
+    client_message,
     print_summary,
     render_html,
     render_junit,
@@ -51,7 +52,13 @@ def _result(index: int, client: str, scenario: object) -> ScenarioResult:
     if status in (Status.AGREE, Status.EXPECTED_DEVIATION):
         observed = Observed(True, False, "connected-valid")
     elif status is Status.DISAGREE:
-        observed = Observed(False, True, "refused-prompt-denied", ("expired",))
+        observed = Observed(
+            False,
+            True,
+            "refused-prompt-denied",
+            ("expired",),
+            "exit 1: curl: (1) Received HTTP/0.9\n when not allowed [curl -s x]",
+        )
     detail = "" if status is Status.AGREE else f"{status.value} <detail> & more"
     return ScenarioResult(client, scenario, status, expected, observed, detail, 0.01)  # type: ignore[arg-type]
 
@@ -218,3 +225,76 @@ def test_html_grid_renders_in_chromium(run: RunResult, tmp_path: Path) -> None:
     )
     # The inline script ran: it filled in the count of shown cells.
     assert f'<span id="visible">{len(run.results)}</span>' in dom
+    assert dom.count('<section class="client"') == len(run.matrices)
+    for client in run.matrices:
+        assert f"<h2>{client}</h2>" in dom
+
+
+def test_terminal_grammar(run: RunResult) -> None:
+    one_problem = RunResult(
+        results=(run.results[2],),
+        matrices=run.matrices,
+        started=run.started,
+        duration=0.1,
+        jobs=1,
+    )
+    buffer = io.StringIO()
+
+    print_summary(one_problem, Console(file=buffer, width=200, color_system=None))
+    text = buffer.getvalue()
+
+    assert "1 problem in" in text
+    assert "1 problem:" in text
+    assert "0 expected deviations" in text
+    assert "1 scenario by kind" in text
+    assert "1 problems" not in text
+
+
+def test_terminal_table_fits_80_columns(run: RunResult) -> None:
+    buffer = io.StringIO()
+
+    print_summary(run, Console(file=buffer, width=80, color_system=None))
+    words = buffer.getvalue().split()
+
+    assert "…" not in buffer.getvalue()
+    for status in Status:
+        for word in status.value.split("-"):
+            assert word in words, word
+    assert "kind" in words
+
+
+def test_client_message_shown(run: RunResult) -> None:
+    buffer = io.StringIO()
+    message = "exit 1: curl: (1) Received HTTP/0.9 when not allowed"
+
+    print_summary(run, Console(file=buffer, width=200, color_system=None))
+
+    assert f"client: {message}" in buffer.getvalue()
+    assert message in render_markdown(run)
+    assert "[curl -s x]" not in buffer.getvalue()
+
+
+def test_client_message_cut_to_one_line() -> None:
+    scenario = build_matrix(make_filter(kinds=["correct-fqdn"])).scenarios[0]
+    observed = Observed(False, None, "reject", (), "exit 1:\n" + "x" * 500)
+    result = ScenarioResult("curl", scenario, Status.DISAGREE, None, observed, "", 0.0)
+
+    text = client_message(result)
+
+    assert "\n" not in text
+    assert len(text) == 200
+    assert text.startswith("exit 1: xxx")
+
+
+def test_html_marks_are_ascii(run: RunResult) -> None:
+    page = render_html(run)
+
+    marks = re.findall(r'<td class="cell [^>]*>([^<]*)</td>', page)
+    assert marks
+    assert all(mark.isascii() for mark in marks)
+    assert "⌛" not in page
+    assert page.count('<section class="client"') == len(run.matrices)
+    assert page.index("Problems and expected deviations") < page.index(
+        '<section class="client"'
+    )
+    assert 'th class="col" title="' in page

@@ -169,3 +169,60 @@ def test_run_as_process(cert_lab: Lab, tmp_path: Path) -> None:
     assert completed.returncode == 0, completed.stderr[-2000:]
     assert "PASSED" in completed.stdout
     assert "wrong-host" in completed.stdout
+
+
+def test_new_versions_are_run(
+    lab_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(
+        [
+            "run",
+            "--lab-dir",
+            str(lab_dir),
+            "--kinds",
+            "correct-fqdn",
+            "--client-versions",
+            "9.9.9",
+            "--list",
+        ]
+    )
+
+    lines = capsys.readouterr().out.splitlines()
+    assert code == 0
+    assert "reference:correct-fqdn/ems-7.2.0-on/client-9.9.9/any-action" in lines
+
+
+def test_empty_selection_is_usage_error(
+    lab_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    selection = tmp_path / "none.toml"
+    selection.write_text("[select]\nids = []\n", encoding="utf-8")
+
+    code = main(["run", "--lab-dir", str(lab_dir), "--scenarios", str(selection)])
+
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert "contains no scenario" in err
+    assert "ids (empty)" in err
+    assert len(err.splitlines()) == 1
+
+
+def test_unknown_kind_lists_no_kinds(
+    lab_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(["run", "--lab-dir", str(lab_dir), "--kinds", "nosuch"])
+
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "run 'ems-harness certs list' for the known kinds" in err
+    assert "correct-fqdn" not in err
+
+
+def test_help_says_versions_replace_defaults(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    code = main(["run", "--help"])
+
+    text = " ".join(capsys.readouterr().out.split())
+    assert code == 0
+    assert "replace the default list" in text

@@ -46,6 +46,7 @@ from harness.report import (
     write_junit,
     write_markdown,
 )
+from harness.report.summary import plural
 from harness.runner import (
     AdapterDriver,
     ClientDriver,
@@ -63,6 +64,8 @@ if TYPE_CHECKING:
 
 REFERENCE = "reference"
 ALL = "all"
+# Console width when stdout is not a terminal.
+MIN_LOG_WIDTH = 120
 
 
 def _split(values: Sequence[str]) -> list[str]:
@@ -176,19 +179,24 @@ _WRITERS: dict[str, Writer] = {
     "--kinds",
     default=None,
     metavar="NAME[,NAME...]",
-    help="Certificate kinds to run; every kind if omitted ('certs list').",
+    help="Certificate kinds to run; every kind if omitted ('ems-harness certs "
+    "list' shows them).",
 )
 @click.option(
     "--client-versions",
     default=None,
     metavar="V[,V...]",
-    help=f"Client versions of the matrix (default {','.join(MATRIX_VERSIONS)}).",
+    help="Client versions of the matrix: any dotted versions, such as 9.9.9 "
+    "or 6.4.10, replace the default list "
+    f"{','.join(MATRIX_VERSIONS)}. Plain TLS clients have no versions.",
 )
 @click.option(
     "--ems-versions",
     default=None,
     metavar="V[,V...]",
-    help=f"EMS versions of the matrix (default {','.join(MATRIX_VERSIONS)}).",
+    help="EMS versions of the matrix: any dotted versions, such as 9.9.9 "
+    "or 6.4.10, replace the default list "
+    f"{','.join(MATRIX_VERSIONS)}. Plain TLS clients have no versions.",
 )
 @click.option(
     "--actions",
@@ -324,6 +332,11 @@ def run(
         raise HarnessError(str(exc)) from exc
     drivers = _make_drivers(_split(clients), lab, mode, command)
     matrices = {d.name: _matrix(d, selection, mode) for d in drivers}
+    if not any(matrices.values()):
+        raise click.UsageError(
+            "the selection contains no scenario: "
+            f"{_describe_filters(selection, scenario_file)} removed every one"
+        )
 
     if list_only:
         for name, matrix in matrices.items():
@@ -355,9 +368,12 @@ def run(
                 raise HarnessError(message) from None
     passed = result.passed and regressions_pass(regressions)
     console = Console(soft_wrap=True)
+    if not console.is_terminal:
+        # CI logs are often 80 columns wide; long ids then stay on one line.
+        console.width = max(console.width, MIN_LOG_WIDTH)
     if quiet:
         verdict = "PASSED" if passed else "FAILED"
-        click.echo(f"{verdict}: {len(result.results)} scenarios")
+        click.echo(f"{verdict}: {plural(len(result.results), 'scenario')}")
     else:
         print_summary(result, console, regressions)
     return EXIT_OK if passed else EXIT_FAILED
@@ -435,6 +451,26 @@ def _selection(
     except MatrixError as exc:
         raise click.UsageError(str(exc)) from None
     return base.merged(given)
+
+
+def _describe_filters(selection: MatrixFilter, scenario_file: Path | None) -> str:
+    """Name the filters of ``selection``; empty ones alone if there are any."""
+    fields = {
+        "--kinds": selection.kinds,
+        "--ems-versions": selection.ems_versions,
+        "--client-versions": selection.client_versions,
+        "--actions": selection.actions,
+        "ids": selection.ids,
+    }
+    given = {name: value for name, value in fields.items() if value is not None}
+    empty = [name for name, value in given.items() if not value]
+    named = [f"{name} (empty)" for name in empty] or [
+        f"{name} {','.join(map(str, value))}" for name, value in given.items()
+    ]
+    text = ", ".join(named) or "the filters"
+    if scenario_file is not None:
+        text += f" (with the scenario file {scenario_file})"
+    return text
 
 
 def _matrix(driver: ClientDriver, selection: MatrixFilter, mode: CnFallback) -> Matrix:

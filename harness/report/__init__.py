@@ -20,7 +20,7 @@ from harness.report.regressions import (
     regression_counts,
     regressions_pass,
 )
-from harness.report.summary import Summary, summarize
+from harness.report.summary import Summary, client_message, plural, summarize
 from harness.report.terminal import print_summary, progress_bar
 
 __all__ = [
@@ -29,6 +29,8 @@ __all__ = [
     "RegressionEntry",
     "Summary",
     "build_json",
+    "client_message",
+    "plural",
     "print_summary",
     "progress_bar",
     "regression_counts",

@@ -1,11 +1,12 @@
 """The HTML report (``--html FILE``): one self-contained page.
 
-The page has no external assets. Its core is the matrix as a colour-coded
-grid: one row per certificate kind, one column per combination of the other
-dimensions (client, EMS version and setting, client version, action, answer,
-remembered state), one cell per scenario. A text box filters cells by
-scenario id and checkboxes show or hide statuses; both run in inline
-JavaScript.
+The page has no external assets. The table of problems comes first, then
+one colour-coded grid per client: one row per certificate kind, one numbered
+column per combination of the other dimensions (EMS version and setting,
+client version, action, answer, remembered state), one cell per scenario.
+Each column number carries its full id as a tooltip and in a legend below
+the grid. A text box filters cells by scenario id and checkboxes show or
+hide statuses in every grid; both run in inline JavaScript.
 """
 
 from __future__ import annotations
@@ -17,39 +18,48 @@ from pathlib import Path
 from harness.report.regressions import RegressionEntry, regression_counts
 from harness.report.summary import (
     STATUS_ORDER,
+    client_message,
     describe_expected,
     describe_observed,
+    plural,
     summarize,
 )
 from harness.runner import RunResult, ScenarioResult, Status
 
+# ASCII marks: a headless browser without an emoji or symbol font shows
+# characters such as U+231B (hourglass) as an empty box.
 SYMBOL: dict[Status, str] = {
-    Status.AGREE: "✓",
-    Status.DISAGREE: "✗",
-    Status.EXPECTED_DEVIATION: "≈",
+    Status.AGREE: "+",
+    Status.DISAGREE: "X",
+    Status.EXPECTED_DEVIATION: "~",
     Status.ERROR: "!",
-    Status.TIMEOUT: "⌛",
-    Status.SKIPPED: "–",
+    Status.TIMEOUT: "T",
+    Status.SKIPPED: "-",
 }
 
 _CSS = """
 body { font-family: system-ui, sans-serif; margin: 1em; color: #222; }
 table { border-collapse: collapse; }
 th, td { border: 1px solid #ccc; padding: 2px 4px; font-size: 12px; }
-th.col { writing-mode: vertical-rl; transform: rotate(180deg);
-  white-space: nowrap; font-weight: normal; }
+th.col { font-weight: normal; min-width: 16px; cursor: help; }
 th.kind { text-align: left; white-space: nowrap; position: sticky; left: 0;
   background: #fff; }
-td.cell { text-align: center; min-width: 14px; cursor: default; }
-td.s-agree { background: #c8e6c9; }
-td.s-disagree { background: #e53935; color: #fff; font-weight: bold; }
-td.s-expected-deviation { background: #fff59d; }
-td.s-error, td.s-timeout { background: #ce93d8; }
-td.s-skipped { background: #eeeeee; color: #888; }
+td.cell { text-align: center; min-width: 16px; cursor: default;
+  font-family: monospace; }
+.s-agree { background: #c8e6c9; }
+.s-disagree { background: #e53935; color: #fff; font-weight: bold; }
+.s-expected-deviation { background: #fff59d; }
+.s-error, .s-timeout { background: #ce93d8; }
+.s-skipped { background: #eeeeee; color: #888; }
+span.mark { display: inline-block; min-width: 1.2em; text-align: center;
+  font-family: monospace; border: 1px solid #ccc; }
+section.client h2 { margin-bottom: 0.3em; }
+details.columns { margin: 0.5em 0 1.5em; font-size: 12px; }
+details.columns ol { columns: 2; margin: 0.3em 0; }
 td.hidden { visibility: hidden; }
 #controls { margin: 1em 0; }
 #controls label { margin-right: 1em; }
-.grid { overflow: auto; max-height: 80vh; }
+.grid { overflow: auto; max-height: 70vh; }
 """
 
 _JS = """
@@ -77,10 +87,6 @@ _JS = """
 """
 
 
-def _column_key(result: ScenarioResult) -> str:
-    return f"{result.client} | {result.scenario.column}"
-
-
 def _cell(result: ScenarioResult) -> str:
     title = (
         f"{result.id}\nstatus: {result.status.value}\n"
@@ -97,16 +103,26 @@ def _cell(result: ScenarioResult) -> str:
     )
 
 
-def _grid(run: RunResult) -> list[str]:
-    columns: dict[str, None] = {}
+def _client_grid(client: str, results: Sequence[ScenarioResult]) -> list[str]:
+    """Return the section of one client: heading, grid and column legend."""
+    columns: dict[str, int] = {}
     rows: dict[str, dict[str, ScenarioResult]] = {}
-    for result in run.results:
-        key = _column_key(result)
-        columns.setdefault(key, None)
-        rows.setdefault(result.scenario.kind, {})[key] = result
+    for result in results:
+        column = result.scenario.column
+        columns.setdefault(column, len(columns) + 1)
+        rows.setdefault(result.scenario.kind, {})[column] = result
 
-    parts = ['<div class="grid"><table id="grid">', "<thead><tr><th>kind</th>"]
-    parts += [f'<th class="col">{html.escape(c)}</th>' for c in columns]
+    name = html.escape(client)
+    parts = [
+        f'<section class="client" data-client="{name}">',
+        f"<h2>{name}</h2>",
+        f'<div class="grid"><table class="grid" data-client="{name}">',
+        "<thead><tr><th>kind</th>",
+    ]
+    parts += [
+        f'<th class="col" title="{html.escape(column)}">{number}</th>'
+        for column, number in columns.items()
+    ]
     parts.append("</tr></thead><tbody>")
     for kind, cells in rows.items():
         parts.append(f'<tr><th class="kind">{html.escape(kind)}</th>')
@@ -115,6 +131,19 @@ def _grid(run: RunResult) -> list[str]:
             parts.append("<td></td>" if cell is None else _cell(cell))
         parts.append("</tr>")
     parts.append("</tbody></table></div>")
+    parts.append(f'<details class="columns"><summary>columns of {name}</summary><ol>')
+    parts += [f"<li><code>{html.escape(column)}</code></li>" for column in columns]
+    parts.append("</ol></details></section>")
+    return parts
+
+
+def _grids(run: RunResult) -> list[str]:
+    by_client: dict[str, list[ScenarioResult]] = {}
+    for result in run.results:
+        by_client.setdefault(result.client, []).append(result)
+    parts: list[str] = []
+    for client, results in by_client.items():
+        parts += _client_grid(client, results)
     return parts
 
 
@@ -126,12 +155,20 @@ def _problem_list(run: RunResult) -> list[str]:
     parts = [
         "<h2>Problems and expected deviations</h2>",
         "<table><thead><tr><th>scenario</th><th>status</th><th>expected</th>"
-        "<th>observed</th><th>detail</th></tr></thead><tbody>",
+        "<th>observed</th><th>detail</th><th>client message</th></tr></thead>"
+        "<tbody>",
     ]
     for r in listed:
-        cells = (r.id, r.status.value, describe_expected(r), describe_observed(r))
+        cells = (
+            r.id,
+            r.status.value,
+            describe_expected(r),
+            describe_observed(r),
+            r.detail,
+            client_message(r),
+        )
         row = "".join(f"<td>{html.escape(text)}</td>" for text in cells)
-        parts.append(f"<tr>{row}<td>{html.escape(r.detail)}</td></tr>")
+        parts.append(f"<tr>{row}</tr>")
     parts.append("</tbody></table>")
     return parts
 
@@ -177,7 +214,7 @@ def render_html(
     )
     checkboxes = "".join(
         f'<label><input type="checkbox" class="status" value="{s.value}" checked> '
-        f'<span class="s-{s.value}">{SYMBOL[s]}</span> {s.value} '
+        f'<span class="mark s-{s.value}">{SYMBOL[s]}</span> {s.value} '
         f"({summary.by_status[s]})</label>"
         for s in STATUS_ORDER
     )
@@ -187,14 +224,15 @@ def render_html(
         "<title>ems-harness run</title>",
         f"<style>{_CSS}</style></head><body>",
         "<h1>Scenario run</h1>",
-        f"<p>{summary.total} scenarios, {verdict}: {html.escape(totals)}. "
+        f"<p>{plural(summary.total, 'scenario')}, {verdict}: "
+        f"{html.escape(totals)}. "
         f"cn_fallback <code>{run.cn_fallback.value}</code>.</p>",
         '<div id="controls"><input id="filter" type="search" size="50" '
         'placeholder="filter by scenario id, e.g. wildcard or client-6.4.7"> ',
         checkboxes,
         ' <span id="visible"></span> cells shown</div>',
-        *_grid(run),
         *_problem_list(run),
+        *_grids(run),
         *(_regression_table(regressions) if regressions is not None else []),
         f"<script>{_JS}</script>",
         "</body></html>",

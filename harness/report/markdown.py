@@ -8,8 +8,10 @@ from pathlib import Path
 from harness.report.regressions import RegressionEntry, regression_counts
 from harness.report.summary import (
     STATUS_ORDER,
+    client_message,
     describe_expected,
     describe_observed,
+    plural,
     summarize,
 )
 from harness.runner import RunResult, Status
@@ -55,7 +57,7 @@ def render_markdown(
     lines = [
         "# Scenario run",
         "",
-        f"{summary.total} scenarios, {verdict}; cn_fallback "
+        f"{plural(summary.total, 'scenario')}, {verdict}; cn_fallback "
         f"`{run.cn_fallback.value}`; {run.duration:.1f} s on {run.jobs} jobs.",
         "",
         "| status | count |",
@@ -86,14 +88,14 @@ def render_markdown(
             continue
         lines += ["", f"## {title}", ""]
         lines += [
-            "| scenario | status | expected | observed | detail |",
-            "|---|---|---|---|---|",
+            "| scenario | status | expected | observed | detail | client message |",
+            "|---|---|---|---|---|---|",
         ]
         for r in results:
             lines.append(
                 f"| `{_cell(r.id)}` | {r.status.value} | "
                 f"{_cell(describe_expected(r))} | {_cell(describe_observed(r))} | "
-                f"{_cell(r.detail)} |"
+                f"{_cell(r.detail)} | {_cell(client_message(r))} |"
             )
     if run.server_failures:
         lines += ["", "## Server failures", ""]

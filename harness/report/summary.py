@@ -77,3 +77,33 @@ def describe_observed(result: ScenarioResult) -> str:
         return result.status.value
     reasons = f" [{', '.join(observed.reasons)}]" if observed.reasons else ""
     return f"{observed.outcome}{reasons}"
+
+
+# Longest client message shown in the terminal and Markdown reports.
+CLIENT_MESSAGE_MAX = 200
+
+
+def plural(count: int, singular: str, plural_form: str | None = None) -> str:
+    """Return ``count`` and the noun in singular or plural, e.g. ``1 problem``."""
+    if count == 1:
+        return f"{count} {singular}"
+    return f"{count} {plural_form or singular + 's'}"
+
+
+def client_message(result: ScenarioResult, limit: int = CLIENT_MESSAGE_MAX) -> str:
+    """Return the client's own output of ``result`` on one line, or ``""``.
+
+    For adapters this is the exit code and the client's message, for example
+    ``exit 1: curl: (60) SSL certificate problem``. The command line that
+    adapters append in brackets is left out, and the text is cut to ``limit``
+    characters with a trailing ellipsis.
+    """
+    if result.observed is None or not result.observed.detail:
+        return ""
+    text = " ".join(result.observed.detail.split())
+    head, separator, _ = text.rpartition(" [")
+    if separator and text.endswith("]") and head:
+        text = head
+    if len(text) > limit:
+        text = text[: limit - 1].rstrip() + "…"
+    return text

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Iterator, Sequence
 
+from rich import box
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -23,8 +24,10 @@ from harness.report.regressions import (
 )
 from harness.report.summary import (
     STATUS_ORDER,
+    client_message,
     describe_expected,
     describe_observed,
+    plural,
     summarize,
 )
 from harness.runner import RunResult, ScenarioResult, Status
@@ -55,18 +58,18 @@ def progress_bar(
         TextColumn("[progress.description]{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
-        TextColumn("{task.fields[problems]} problems"),
+        TextColumn("{task.fields[problems]}"),
         TimeElapsedColumn(),
     )
     with Progress(*columns, console=console, transient=True) as bar:
-        task = bar.add_task("scenarios", total=total, problems=0)
+        task = bar.add_task("scenarios", total=total, problems=plural(0, "problem"))
         problems = 0
 
         def advance(result: ScenarioResult) -> None:
             nonlocal problems
             if result.status not in (Status.AGREE, Status.EXPECTED_DEVIATION):
                 problems += 1
-            bar.update(task, advance=1, problems=problems)
+            bar.update(task, advance=1, problems=plural(problems, "problem"))
 
         yield advance
 
@@ -82,10 +85,22 @@ def print_summary(
     corpus, and every unexplained disagreement there.
     """
     summary = summarize(run)
-    table = Table(title=f"{summary.total} scenarios by kind and status")
+    # No cell padding, no outer edge and hyphenated headers split over two
+    # lines keep the table within 80 columns, so a CI log shows whole headers.
+    table = Table(
+        title=f"{plural(summary.total, 'scenario')} by kind and status",
+        box=box.SIMPLE_HEAD,
+        padding=0,
+        show_edge=False,
+    )
     table.add_column("kind", no_wrap=True)
     for status in STATUS_ORDER:
-        table.add_column(status.value, justify="right", style=STATUS_STYLE[status])
+        table.add_column(
+            status.value.replace("-", "\n"),
+            justify="right",
+            style=STATUS_STYLE[status],
+            no_wrap=True,
+        )
     for kind, counts in summary.by_kind.items():
         table.add_row(kind, *(str(counts[s]) for s in STATUS_ORDER))
     table.add_section()
@@ -96,19 +111,20 @@ def print_summary(
         dropped = sum(matrix.dropped.values())
         if dropped:
             console.print(
-                f"{client}: {len(matrix)} scenarios kept of {matrix.full_size}; "
-                f"{dropped} dropped as irrelevant, {matrix.filtered_out} filtered out"
+                f"{client}: {plural(len(matrix), 'scenario')} kept of "
+                f"{matrix.full_size}; {dropped} dropped as irrelevant, "
+                f"{matrix.filtered_out} filtered out"
             )
             for reason, count in matrix.dropped.items():
                 console.print(f"  {count:>6}  {reason}", highlight=False)
 
     for title, results in (
-        ("expected deviations", summary.deviations),
-        ("problems", summary.problems),
+        ("expected deviation", summary.deviations),
+        ("problem", summary.problems),
     ):
         if not results:
             continue
-        console.print(Text(f"{len(results)} {title}:", style="bold"))
+        console.print(Text(f"{plural(len(results), title)}:", style="bold"))
         for result in results:
             line = Text("  ")
             line.append(result.status.value, style=STATUS_STYLE[result.status])
@@ -116,6 +132,9 @@ def print_summary(
             line.append(f"\n    observed {describe_observed(result)}")
             if result.detail:
                 line.append(f"\n    {result.detail}")
+            message = client_message(result)
+            if message:
+                line.append(f"\n    client: {message}")
             console.print(line, highlight=False)
 
     for failure in run.server_failures:
@@ -140,11 +159,14 @@ def print_summary(
     passed = run.passed and regressions_pass(regressions)
     verdict = "PASSED" if passed else "FAILED"
     style = "bold green" if passed else "bold red"
+    deviations = plural(
+        summary.by_status[Status.EXPECTED_DEVIATION], "expected deviation"
+    )
+    problems = plural(len(summary.problems), "problem")
     console.print(
         Text(f"{verdict}: ", style=style)
         + Text(
-            f"{summary.by_status[Status.AGREE]} agree, "
-            f"{summary.by_status[Status.EXPECTED_DEVIATION]} expected deviations, "
-            f"{len(summary.problems)} problems in {run.duration:.1f} s"
+            f"{summary.by_status[Status.AGREE]} agree, {deviations}, "
+            f"{problems} in {run.duration:.1f} s"
         )
     )
