@@ -200,6 +200,44 @@ def test_adapter_basic_kinds(
         assert hint in result.reasons_hint, result
 
 
+IN_PROCESS_ADAPTERS = ["python-ssl", "pyopenssl"]
+
+
+@pytest.mark.parametrize("adapter_name", IN_PROCESS_ADAPTERS)
+def test_invalid_reference_identity_is_rejected(
+    cert_lab: Lab, servers: dict[str, ChainServer], adapter_name: str
+) -> None:
+    adapter = get_adapter(adapter_name)
+    _require(adapter)
+
+    result = _check(adapter, cert_lab, servers, "double-trailing-dot-reference")
+
+    assert result.status == "rejected", result
+    assert "ems.example.com.." in result.detail
+    assert "idna" in result.detail
+    assert Reason.HOSTNAME_MISMATCH in result.reasons_hint
+
+
+@pytest.mark.parametrize("adapter_name", IN_PROCESS_ADAPTERS)
+def test_unreadable_ca_file_is_error(
+    tmp_path: Path, servers: dict[str, ChainServer], adapter_name: str
+) -> None:
+    adapter = get_adapter(adapter_name)
+    _require(adapter)
+    server = servers["correct-fqdn"]
+
+    result = adapter.check(
+        host=server.host,
+        port=server.port,
+        servername="ems.example.com",
+        cafile=tmp_path / "missing.pem",
+        timeout=TIMEOUT,
+    )
+
+    assert result.status == "error", result
+    assert result.detail
+
+
 @pytest.mark.network_tools
 def test_command_adapter_openssl_template(
     cert_lab: Lab, servers: dict[str, ChainServer]

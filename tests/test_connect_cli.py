@@ -235,3 +235,69 @@ def test_process_against_s_server(cert_lab: Lab, s_server: int) -> None:
     assert result["tls_version"] == "TLSv1.3"
     assert result["telemetry"]["completed"] is False
     assert result["leaf_sha256"] == cert_lab.kind("correct-fqdn").leaf_sha256
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("# Project\n\nNot a certificate.\n", "no PEM certificate found"),
+        (
+            "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
+            "a PEM certificate block is malformed",
+        ),
+    ],
+    ids=["text-file", "bad-block"],
+)
+def test_unparsable_trust_store_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], content: str, message: str
+) -> None:
+    trust_store = tmp_path / "README.md"
+    trust_store.write_text(content)
+
+    code = main(["connect", "127.0.0.1:1", "--trust-store", str(trust_store)])
+
+    err = capsys.readouterr().err
+    assert code == 1
+    assert f"cannot read trust store {trust_store}: {message}" in err
+    assert "cryptography.io" not in err
+    assert "MalformedFraming" not in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_memory_folder_missing_exit_1(
+    cert_lab: Lab, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = tmp_path / "absent" / "dir"
+    memory = folder / "memory.json"
+
+    code = main(
+        [
+            "connect",
+            "127.0.0.1:1",
+            "--trust-store",
+            str(cert_lab.trust_store_path),
+            "--memory",
+            str(memory),
+        ]
+    )
+
+    err = capsys.readouterr().err
+    assert code == 1
+    assert f"folder {folder} of remembered-certificate file memory.json" in err
+    assert len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "absent").exists()
+
+
+def test_memory_file_created_in_existing_folder(
+    cert_lab: Lab,
+    ems_factory: EmsFactory,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    ems = ems_factory(kind="wrong-host")
+    memory = tmp_path / "memory.json"
+
+    code = main(_args(cert_lab, ems, "--answer", "allow", "--memory", str(memory)))
+
+    assert code == 0, capsys.readouterr().err
+    assert memory.exists()

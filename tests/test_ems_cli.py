@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from harness.cli import main
-from harness.ems.telemetry import FrameDecoder, MessageType, encode_frame
+from harness.ems.telemetry import Frame, FrameDecoder, MessageType, encode_frame
 from harness.pki import Lab
 
 FQDN = "ems.example.com"
@@ -43,28 +43,59 @@ def test_help_explains_every_option(capsys: pytest.CaptureFixture[str]) -> None:
         "--settings",
         "--ready-file",
         "--allow-non-loopback",
+        "--telemetry-command",
     ):
         assert option in out
 
 
+def test_help_hides_command_alias(capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["serve", "--help"])
+
+    out = capsys.readouterr().out
+    assert code == 0
+    assert " --command " not in out
+
+
+def test_help_explains_ready_file_lifecycle(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    code = main(["serve", "--help"])
+
+    out = " ".join(capsys.readouterr().out.split())
+    assert code == 0
+    assert "removed again on SIGINT or SIGTERM" in out
+    assert "never appears half written" in out
+
+
 @pytest.mark.parametrize(
-    ("args", "message"),
+    ("args", "message", "exit_code"),
     [
-        (["--kind", "no-such-kind"], "unknown kind 'no-such-kind'"),
-        (["--kind", "correct-fqdn", "--cert", "{chain}", "--key", "{key}"], "not both"),
-        (["--cert", "{chain}"], "--cert and --key go together"),
-        (["--host", "192.0.2.1"], "not a loopback address"),
+        (["--kind", "no-such-kind"], "unknown kind 'no-such-kind'", 2),
+        (
+            ["--kind", "correct-fqdn", "--cert", "{chain}", "--key", "{key}"],
+            "not both",
+            2,
+        ),
+        (["--cert", "{chain}"], "--cert and --key go together", 2),
+        (
+            ["--host", "192.0.2.1"],
+            "not a loopback address; pass --allow-non-loopback",
+            2,
+        ),
+        (["--host", "banana"], "'--host': 'banana' is not an IP address", 2),
         (
             ["--ems-version", "6.4.6", "--use-ssl-cert"],
             "use_ssl_certificate_for_endpoint_control",
+            1,
         ),
-        (["--ems-version", "seven"], "invalid setting ems_version = 'seven'"),
+        (["--ems-version", "seven"], "'--ems-version': invalid version 'seven'", 2),
     ],
     ids=[
         "unknown-kind",
         "kind-and-cert",
         "cert-no-key",
         "non-loopback",
+        "host-not-ip",
         "toggle",
         "ver",
     ],
@@ -74,6 +105,7 @@ def test_serve_errors_one_line(
     capsys: pytest.CaptureFixture[str],
     args: list[str],
     message: str,
+    exit_code: int,
 ) -> None:
     built = cert_lab.kind("correct-fqdn")
     args = [a.format(chain=built.chain_path, key=built.key_path) for a in args] + [
@@ -84,15 +116,57 @@ def test_serve_errors_one_line(
     code = main(["serve", *args])
 
     err = capsys.readouterr().err
-    assert code != 0
+    assert code == exit_code
     assert message in err
     assert len(err.strip().splitlines()) == 1
+
+
+def test_non_loopback_from_settings_names_flag(
+    tmp_path: Path, cert_lab: Lab, capsys: pytest.CaptureFixture[str]
+) -> None:
+    settings = tmp_path / "ems.toml"
+    settings.write_text('listen_address = "192.0.2.1"\n')
+
+    code = main(
+        ["serve", "--settings", str(settings), "--lab-dir", str(cert_lab.directory)]
+    )
+
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "pass --allow-non-loopback" in err
+    assert "allow_non_loopback=True" not in err
+
+
+def test_failed_start_removes_stale_ready_file(
+    tmp_path: Path, cert_lab: Lab, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ready_file = tmp_path / "ready.json"
+    ready_file.write_text('{"port": 1}\n')
+
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        code = main(
+            [
+                "serve",
+                "--lab-dir",
+                str(cert_lab.directory),
+                "--port",
+                str(port),
+                "--ready-file",
+                str(ready_file),
+            ]
+        )
+
+    assert code == 1
+    assert "cannot start the mock EMS" in capsys.readouterr().err
+    assert not ready_file.exists()
 
 
 @dataclass
 class Served:
     process: subprocess.Popen[str]
     ready: dict[str, object]
+    ready_file: Path
 
     @property
     def port(self) -> int:
@@ -126,7 +200,7 @@ def _start_serve(tmp_path: Path, lab: Lab, *args: str) -> Served:
             _, err = process.communicate(timeout=CLIENT_TIMEOUT)
             pytest.fail(f"serve did not become ready: rc={process.returncode} {err}")
         time.sleep(0.05)
-    return Served(process, json.loads(ready_file.read_text()))
+    return Served(process, json.loads(ready_file.read_text()), ready_file)
 
 
 def _stop(served: Served, sig: signal.Signals) -> tuple[int, str, str]:
@@ -265,7 +339,7 @@ def _telemetry_session(served: Served, endpoint_id: str) -> None:
         payload = {"endpoint_id": endpoint_id, "hostname": "pc", "version": "7.0.2"}
         tls.sendall(encode_frame(MessageType.REGISTER, payload))
         decoder = FrameDecoder()
-        frames = []
+        frames: list[Frame] = []
         while len(frames) < 2:
             frames += decoder.feed(tls.recv(65536))
         tls.sendall(encode_frame(MessageType.BYE, {}))
@@ -286,6 +360,59 @@ def test_signal_stops_cleanly(served: Served, sig: signal.Signals) -> None:
     assert [r["endpoint_id"] for r in records] == [f"ep-{sig.name}"]
     assert records[0]["profile_delivered"] == "warn"
     assert records[0]["online"] is False
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=lambda s: s.name)
+def test_signal_removes_ready_file(served: Served, sig: signal.Signals) -> None:
+    assert served.ready_file.exists()
+
+    code, _, err = _stop(served, sig)
+
+    assert code == 0, err
+    assert not served.ready_file.exists()
+    # No temporary file is left next to it either.
+    assert list(served.ready_file.parent.iterdir()) == []
+
+
+def _commands_received(served: Served) -> list[str]:
+    context = ssl.create_default_context(cafile=served.trust_store)
+    with (
+        socket.create_connection(("127.0.0.1", served.port), CLIENT_TIMEOUT) as raw,
+        context.wrap_socket(raw, server_hostname=FQDN) as tls,
+    ):
+        payload = {"endpoint_id": "ep-commands", "hostname": "pc", "version": "7.0.2"}
+        tls.sendall(encode_frame(MessageType.REGISTER, payload))
+        decoder = FrameDecoder()
+        frames: list[Frame] = []
+        while len(frames) < 2:
+            frames += decoder.feed(tls.recv(65536))
+        tls.sendall(encode_frame(MessageType.ENDPOINT_INFO, {}))
+        commands: list[Frame] = []
+        while len(commands) < 2:
+            commands += decoder.feed(tls.recv(65536))
+        tls.sendall(encode_frame(MessageType.BYE, {}))
+    assert all(frame.type is MessageType.COMMAND for frame in commands)
+    return [str(frame.payload["command"]) for frame in commands]
+
+
+def test_telemetry_command_and_alias(tmp_path: Path, cert_lab: Lab) -> None:
+    served = _start_serve(
+        tmp_path,
+        cert_lab,
+        "--kind",
+        "correct-fqdn",
+        "--telemetry-command",
+        "scan",
+        "--command",
+        "sync",
+    )
+    try:
+        received = _commands_received(served)
+    finally:
+        code, _, err = _stop(served, signal.SIGTERM)
+
+    assert code == 0, err
+    assert received == ["scan", "sync"]
 
 
 def test_no_use_ssl_cert_presents_vendor(tmp_path: Path, cert_lab: Lab) -> None:

@@ -477,7 +477,7 @@ def test_cli_writes_json_and_html(cert_lab: Lab, tmp_path: Path) -> None:
             "20",
             "--mix",
             "6.4.6=1,7.0.2=1",
-            "--lab",
+            "--lab-dir",
             str(cert_lab.directory),
             "--json",
             str(json_path),
@@ -516,7 +516,7 @@ def test_cli_fails_on_expectation_mismatch(cert_lab: Lab, tmp_path: Path) -> Non
             "8",
             "--path",
             str(path),
-            "--lab",
+            "--lab-dir",
             str(cert_lab.directory),
         ]
     )
@@ -537,7 +537,7 @@ def test_cli_bad_path_is_one_line(cert_lab: Lab, tmp_path: Path) -> None:
             "upgrade",
             "--path",
             str(path),
-            "--lab",
+            "--lab-dir",
             str(cert_lab.directory),
         ],
         capture_output=True,
@@ -553,7 +553,48 @@ def test_cli_bad_path_is_one_line(cert_lab: Lab, tmp_path: Path) -> None:
 
 def test_cli_bad_mix(cert_lab: Lab) -> None:
     code = main(
-        ["simulate", "upgrade", "--mix", "6.4.6", "--lab", str(cert_lab.directory)]
+        ["simulate", "upgrade", "--mix", "6.4.6", "--lab-dir", str(cert_lab.directory)]
     )
 
     assert code == 2
+
+
+def test_cli_help_names_lab_dir(capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["simulate", "upgrade", "--help"])
+
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "--lab-dir" in out
+    assert " --lab " not in out
+
+
+def test_cli_lab_alias_still_works(cert_lab: Lab, tmp_path: Path) -> None:
+    json_path = tmp_path / "run.json"
+
+    code = main(
+        [
+            "simulate",
+            "upgrade",
+            "--oracle-only",
+            "--endpoints",
+            "4",
+            "--lab",
+            str(cert_lab.directory),
+            "--json",
+            str(json_path),
+        ]
+    )
+
+    assert code == 0
+    assert json_path.exists()
+
+
+def test_cli_lab_and_lab_dir_conflict(
+    cert_lab: Lab, capsys: pytest.CaptureFixture[str]
+) -> None:
+    lab = str(cert_lab.directory)
+
+    code = main(["simulate", "upgrade", "--lab", lab, "--lab-dir", lab])
+
+    assert code == 2
+    assert "give --lab-dir only" in capsys.readouterr().err

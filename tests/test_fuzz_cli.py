@@ -27,7 +27,7 @@ def test_fuzz_differential_writes_summary(
             "5",
             "--out",
             str(tmp_path / "out"),
-            "--lab",
+            "--lab-dir",
             str(cert_lab.directory),
         ]
     )
@@ -49,3 +49,36 @@ def test_fuzz_rejects_unknown_target(tmp_path: Path) -> None:
 
     assert result.returncode == 2
     assert "--target" in result.stderr
+
+
+def test_fuzz_help_names_lab_dir(capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["fuzz", "--help"])
+
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "--lab-dir" in out
+    assert " --lab " not in out
+
+
+def test_fuzz_lab_alias_still_works(
+    cert_lab: Lab, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(
+        [
+            "fuzz",
+            "--target",
+            "differential",
+            "--budget",
+            "60",
+            "--max-inputs",
+            "1",
+            "--out",
+            str(tmp_path / "out"),
+            "--lab",
+            str(cert_lab.directory),
+        ]
+    )
+
+    summary = json.loads(capsys.readouterr().out)
+    assert code == 0
+    assert summary["inputs"] == 1

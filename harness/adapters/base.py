@@ -40,7 +40,8 @@ class AdapterResult:
 
     Attributes:
         status: ``accepted`` (handshake done and the certificate verified),
-            ``rejected`` (the client refused the certificate), ``error``
+            ``rejected`` (the client rejected the certificate, or rejected
+            the reference identity as invalid before connecting), ``error``
             (anything else went wrong, e.g. connection refused or a protocol
             failure), ``timeout`` (no verdict within the timeout; a spawned
             client is killed) or ``skipped`` (the client is not available).

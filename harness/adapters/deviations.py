@@ -231,20 +231,6 @@ DEVIATIONS: tuple[Deviation, ...] = (
         "ems.example.com. does not match ems.example.com",
     ),
     Deviation(
-        "python-ssl",
-        ("double-trailing-dot-reference",),
-        "error",
-        "Python's idna codec rejects the empty label of ems.example.com.. before "
-        "any connection is made",
-    ),
-    Deviation(
-        "pyopenssl",
-        ("double-trailing-dot-reference",),
-        "error",
-        "the adapter encodes SNI with Python's idna codec, which rejects the "
-        "empty label of ems.example.com.. before any connection is made",
-    ),
-    Deviation(
         "node",
         ("double-trailing-dot-reference",),
         "accepted",

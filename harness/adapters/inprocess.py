@@ -27,6 +27,24 @@ def is_ip_literal(name: str) -> bool:
     return True
 
 
+def rejected_reference_result(
+    servername: str, exc: Exception, command: tuple[str, ...]
+) -> AdapterResult:
+    """Return the result of a client that rejects ``servername`` as invalid.
+
+    A reference identity that the client cannot encode, such as
+    ``ems.example.com..`` with its empty label, can match no presented
+    identity. Rejecting the name therefore counts as rejecting the
+    certificate for it. The client's own message stays in ``detail``.
+    """
+    return AdapterResult(
+        "rejected",
+        short_detail(f"invalid reference identity {servername!r}: {exc}"),
+        (Reason.HOSTNAME_MISMATCH,),
+        command=command,
+    )
+
+
 class PythonSslAdapter(Adapter):
     """Python's :mod:`ssl` with ``create_default_context(cafile=...)``."""
 
@@ -47,16 +65,13 @@ class PythonSslAdapter(Adapter):
     ) -> AdapterResult:
         command = ("python-ssl", f"{host}:{port}", f"server_hostname={servername}")
         if not is_ip_literal(servername):
-            # wrap_socket encodes server_hostname with the idna codec too, but
-            # a failure there leaks the socket (CPython 3.11), so try it first.
+            # wrap_socket encodes server_hostname with the idna codec and
+            # raises before the handshake, but a failure there leaks the
+            # socket (CPython 3.11), so encode it before connecting.
             try:
                 servername.encode("idna")
             except UnicodeError as exc:
-                return AdapterResult(
-                    "error",
-                    short_detail(f"invalid server_hostname {servername!r}: {exc}"),
-                    command=command,
-                )
+                return rejected_reference_result(servername, exc, command)
         try:
             context = ssl.create_default_context(cafile=str(cafile))
             context.minimum_version = ssl.TLSVersion.TLSv1_3
@@ -127,9 +142,25 @@ class PyOpenSslAdapter(Adapter):
                 verify_errors.append((errnum, depth))
             return bool(ok)
 
+        sni: bytes | None = None
+        if not is_ip_literal(servername):
+            # The idna codec rejects a name with an empty label, so the check
+            # runs before any connection is made, as in Python's ssl.
+            try:
+                sni = servername.encode("idna")
+            except UnicodeError as exc:
+                return rejected_reference_result(servername, exc, command)
+
         context = SSL.Context(SSL.TLS_CLIENT_METHOD)
         context.set_min_proto_version(SSL.TLS1_3_VERSION)
-        context.load_verify_locations(str(cafile))
+        try:
+            context.load_verify_locations(str(cafile))
+        except SSL.Error as exc:
+            return AdapterResult(
+                "error",
+                short_detail(f"cannot load CA file {cafile}: {exc}"),
+                command=command,
+            )
         context.set_verify(SSL.VERIFY_PEER, record)
         deadline = time.monotonic() + timeout
         try:
@@ -143,15 +174,8 @@ class PyOpenSslAdapter(Adapter):
 
         with sock:
             conn = SSL.Connection(context, sock)
-            if not is_ip_literal(servername):
-                try:
-                    conn.set_tlsext_host_name(servername.encode("idna"))
-                except UnicodeError as exc:
-                    return AdapterResult(
-                        "error",
-                        short_detail(f"cannot encode SNI {servername!r}: {exc}"),
-                        command=command,
-                    )
+            if sni is not None:
+                conn.set_tlsext_host_name(sni)
             conn.set_connect_state()
             try:
                 _handshake(conn, sock, deadline)
@@ -222,9 +246,7 @@ def _check_identity(
             command=command,
         )
     except ValueError as exc:
-        return AdapterResult(
-            "error",
-            short_detail(f"invalid reference identity {servername!r}: {exc}"),
-            command=command,
-        )
+        # service_identity raises ValueError for a reference identity that is
+        # no valid DNS-ID or IP address, which no certificate can match.
+        return rejected_reference_result(servername, exc, command)
     return AdapterResult("accepted", "certificate verified", command=command)

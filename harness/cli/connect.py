@@ -12,6 +12,7 @@ from harness.assumptions import Assumptions
 from harness.cli import HarnessError, cli
 from harness.endpoint import (
     EndpointClient,
+    MemoryFile,
     MemoryFileError,
     Observation,
     PromptInfo,
@@ -45,6 +46,29 @@ def _split_address(address: str) -> tuple[str, int]:
             param_hint="HOST:PORT",
         )
     return host, port
+
+
+def _trust_store_message(path: Path, exc: TrustStoreError) -> str:
+    """Return one plain line for a trust store that failed to load.
+
+    cryptography's parse errors carry a FAQ link and an internal error
+    name, so they are replaced by what is wrong with the file.
+    """
+    cause = exc.__cause__
+    if isinstance(cause, OSError):
+        return f"cannot read trust store {path}: {cause.strerror or cause}"
+    if not isinstance(cause, ValueError):
+        return str(exc)
+    try:
+        text = path.read_bytes()
+    except OSError as read_error:
+        return f"cannot read trust store {path}: {read_error.strerror or read_error}"
+    if b"-----BEGIN CERTIFICATE-----" not in text:
+        return f"cannot read trust store {path}: no PEM certificate found"
+    return (
+        f"cannot read trust store {path}: a PEM certificate block is malformed "
+        "or is not a valid X.509 certificate"
+    )
 
 
 def _interactive_prompt(info: PromptInfo) -> Answer:
@@ -171,6 +195,10 @@ def connect(
         prompt = None
 
     try:
+        if memory is not None:
+            # Read it before connecting, so that a missing folder or a corrupt
+            # file fails before any traffic instead of after the handshake.
+            MemoryFile(memory).load()
         client = EndpointClient(
             client_version,
             trust_store,
@@ -184,7 +212,9 @@ def connect(
         observation = client.connect(host, port, servername=servername)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--client-version") from exc
-    except (TrustStoreError, MemoryFileError) as exc:
+    except TrustStoreError as exc:
+        raise HarnessError(_trust_store_message(trust_store, exc)) from exc
+    except MemoryFileError as exc:
         raise HarnessError(str(exc)) from exc
 
     if as_json:

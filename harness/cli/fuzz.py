@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from harness.cli import HarnessError, cli
+from harness.cli.simulate import resolve_lab_alias
 from harness.pki import LabError, build_lab
 
 
@@ -41,15 +42,28 @@ from harness.pki import LabError, build_lab
 )
 @click.option("--seed", type=int, default=0, show_default=True, help="Hypothesis seed.")
 @click.option(
-    "--lab",
-    "lab_dir",
+    "--lab-dir",
     type=click.Path(file_okay=False, path_type=Path),
     default=Path("certs"),
     show_default=True,
     help="Certificate lab folder, built if missing.",
 )
+# Former name of --lab-dir, kept so that existing scripts still run.
+@click.option(
+    "--lab",
+    "lab_alias",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    hidden=True,
+)
 def fuzz(
-    target: str, budget: float, max_inputs: int, out: Path, seed: int, lab_dir: Path
+    target: str,
+    budget: float,
+    max_inputs: int,
+    out: Path,
+    seed: int,
+    lab_dir: Path,
+    lab_alias: Path | None,
 ) -> int:
     """Run a bounded fuzz campaign; print a JSON summary on stdout.
 
@@ -59,6 +73,7 @@ def fuzz(
     """
     from harness.fuzz import findings
 
+    lab_dir = resolve_lab_alias(lab_dir, lab_alias)
     try:
         lab = build_lab(lab_dir)
     except LabError as exc:

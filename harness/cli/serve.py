@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import ipaddress
 import json
 import os
 import signal
+import tempfile
 import threading
 from pathlib import Path
 from types import FrameType
@@ -23,7 +26,35 @@ from harness.ems.settings import (
 )
 from harness.model import Action
 from harness.pki import CATALOGUE, Lab, LabError, build_lab
-from harness.versions import has_feature
+from harness.versions import Version, has_feature
+
+
+def _check_ems_version(
+    ctx: click.Context, param: click.Parameter, value: str | None
+) -> str | None:
+    if value is None:
+        return None
+    try:
+        Version.parse(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), ctx, param) from None
+    return value
+
+
+def _check_host(
+    ctx: click.Context, param: click.Parameter, value: str | None
+) -> str | None:
+    if value is None:
+        return None
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        raise click.BadParameter(
+            f"{value!r} is not an IP address; give one such as 127.0.0.1 or ::1",
+            ctx,
+            param,
+        ) from None
+    return value
 
 
 @cli.command()
@@ -60,6 +91,7 @@ from harness.versions import has_feature
 @click.option(
     "--ems-version",
     default=None,
+    callback=_check_ems_version,
     help="EMS version to model [default: 7.0.2, or the --settings value].",
 )
 @click.option(
@@ -79,6 +111,7 @@ from harness.versions import has_feature
 @click.option(
     "--host",
     default=None,
+    callback=_check_host,
     help="IP address to listen on [default: 127.0.0.1, or the --settings value].",
 )
 @click.option(
@@ -100,7 +133,9 @@ from harness.versions import has_feature
     type=click.Path(dir_okay=False, path_type=Path),
     default=None,
     help="Once listening, write JSON with host, port, trust_store, kind and "
-    "reference_identity to this file.",
+    "reference_identity to this file. It is written under a temporary name and "
+    "renamed, so it never appears half written. A file left from an earlier run "
+    "is removed at start, and the file is removed again on SIGINT or SIGTERM.",
 )
 @click.option(
     "--allow-non-loopback",
@@ -113,13 +148,15 @@ from harness.versions import has_feature
     help="Issue TLS session tickets (off by default).",
 )
 @click.option(
-    "--command",
-    "commands",
+    "--telemetry-command",
+    "telemetry_commands",
     multiple=True,
     metavar="NAME",
-    help="COMMAND sent to every endpoint after ENDPOINT_INFO; repeatable "
-    "[default: sync].",
+    help="Name of a telemetry COMMAND frame sent to every endpoint after "
+    "ENDPOINT_INFO; repeatable [default: sync].",
 )
+# Former name of --telemetry-command, kept so that existing scripts still run.
+@click.option("--command", "command_alias", multiple=True, hidden=True)
 @click.option(
     "--handshake-timeout",
     type=click.FloatRange(min=0.01),
@@ -144,14 +181,20 @@ def serve(**options: Any) -> None:
     records as JSON.
     """
     settings, base_dir = _settings_from_options(options)
+    _check_loopback(settings.listen_address, options)
+    ready_file: Path | None = options["ready_file"]
+    if ready_file is not None:
+        # A poller must not mistake a file from an earlier run for this one.
+        _remove_ready_file(ready_file)
     lab = _lab(options["lab_dir"])
+    commands = options["telemetry_commands"] + options["command_alias"]
     try:
         ems = MockEms.from_settings(
             settings,
             lab,
             base_dir=base_dir,
             session_tickets=options["session_tickets"],
-            commands=options["commands"] or ("sync",),
+            commands=commands or ("sync",),
             handshake_timeout=options["handshake_timeout"],
             idle_timeout=options["idle_timeout"],
             allow_non_loopback=options["allow_non_loopback"],
@@ -161,9 +204,11 @@ def serve(**options: Any) -> None:
         raise HarnessError(f"cannot start the mock EMS: {_message(exc)}") from exc
 
     try:
-        _announce(ems, settings, lab, options["ready_file"])
+        _announce(ems, settings, lab, ready_file)
         _wait_for_signal()
     finally:
+        if ready_file is not None:
+            _remove_ready_file(ready_file)
         endpoints = ems.endpoints
         try:
             ems.stop()
@@ -171,6 +216,36 @@ def serve(**options: Any) -> None:
             raise HarnessError(str(exc)) from exc
     records = [dataclasses.asdict(e) for e in endpoints.values()]
     click.echo(json.dumps({"endpoints": records}, sort_keys=True))
+
+
+def _check_loopback(listen_address: str, options: dict[str, Any]) -> None:
+    """Reject a non-loopback listen address unless --allow-non-loopback is given.
+
+    The mock EMS applies the same rule, but its message names the Python
+    argument instead of the command-line flag.
+    """
+    if options["allow_non_loopback"]:
+        return
+    try:
+        loopback = ipaddress.ip_address(listen_address).is_loopback
+    except ValueError:
+        return  # settings validation has already rejected an invalid address
+    if loopback:
+        return
+    message = (
+        f"listen address {listen_address} is not a loopback address; pass "
+        "--allow-non-loopback to listen on it"
+    )
+    if options["host"] is not None:
+        raise click.BadParameter(message, param_hint="'--host'")
+    raise HarnessError(f"{message} (listen_address is set in the settings file)")
+
+
+def _remove_ready_file(ready_file: Path) -> None:
+    try:
+        ready_file.unlink(missing_ok=True)
+    except OSError as exc:
+        raise HarnessError(f"cannot remove ready file {ready_file}: {exc}") from exc
 
 
 def _settings_from_options(options: dict[str, Any]) -> tuple[EmsSettings, Path | None]:
@@ -281,10 +356,31 @@ def _announce(
         "reference_identity": reference_identity,
         "presented": presented.value,
     }
-    # Written to a temporary name first so a reader never sees half a file.
-    partial = ready_file.with_name(ready_file.name + ".partial")
-    partial.write_text(json.dumps(ready, indent=2) + "\n", encoding="utf-8")
-    os.replace(partial, ready_file)
+    _write_atomically(ready_file, json.dumps(ready, indent=2) + "\n")
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    """Write ``text`` to a temporary file next to ``path``, then rename it.
+
+    The rename is atomic on POSIX, so a reader sees either no file or all
+    of it.
+    """
+    try:
+        fd, temporary = tempfile.mkstemp(
+            dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"
+        )
+    except OSError as exc:
+        raise HarnessError(f"cannot write ready file {path}: {exc}") from exc
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    except OSError as exc:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temporary)
+        raise HarnessError(f"cannot write ready file {path}: {exc}") from exc
 
 
 def _wait_for_signal() -> None:

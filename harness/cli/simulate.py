@@ -6,6 +6,7 @@ import logging
 from pathlib import Path
 
 import click
+from click.core import ParameterSource
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
@@ -30,6 +31,20 @@ logger = logging.getLogger(__name__)
 @cli.group()
 def simulate() -> None:
     """Simulate a fleet of endpoints and an EMS along an upgrade path."""
+
+
+def resolve_lab_alias(lab_dir: Path, lab_alias: Path | None) -> Path:
+    """Return the lab folder from ``--lab-dir`` or its former name ``--lab``.
+
+    Raises:
+        click.UsageError: both options were given.
+    """
+    if lab_alias is None:
+        return lab_dir
+    source = click.get_current_context().get_parameter_source("lab_dir")
+    if source is ParameterSource.COMMANDLINE:
+        raise click.UsageError("give --lab-dir only; --lab is its former name")
+    return lab_alias
 
 
 def _load(path: str) -> UpgradePath:
@@ -76,12 +91,19 @@ def _load(path: str) -> UpgradePath:
     "against real clients).",
 )
 @click.option(
-    "--lab",
-    "lab_dir",
+    "--lab-dir",
     type=click.Path(file_okay=False, path_type=Path),
     default=Path("certs"),
     show_default=True,
     help="Certificate lab folder; built there if missing or stale.",
+)
+# Former name of --lab-dir, kept so that existing scripts still run.
+@click.option(
+    "--lab",
+    "lab_alias",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    hidden=True,
 )
 @click.option(
     "--json",
@@ -104,6 +126,7 @@ def upgrade(
     workers: int,
     oracle_only: bool,
     lab_dir: Path,
+    lab_alias: Path | None,
     json_path: Path | None,
     html_path: Path | None,
 ) -> int:
@@ -112,6 +135,7 @@ def upgrade(
     Exits 1 when a connection disagrees with the oracle, a step misses its
     path file's expectations, or the recommended path breaks an invariant.
     """
+    lab_dir = resolve_lab_alias(lab_dir, lab_alias)
     path = _load(path_name)
     try:
         weights = parse_mix(mix) if mix else None

@@ -87,7 +87,7 @@ class MemoryFile:
     """A client's remembered certificates and profile, stored in one file.
 
     Args:
-        path: The JSON file; it need not exist yet.
+        path: The JSON file; it need not exist yet, but its folder must.
     """
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
@@ -96,8 +96,15 @@ class MemoryFile:
 
     @contextlib.contextmanager
     def _locked(self, mode: int) -> Iterator[None]:
+        # The file is created on first write but its folder is not, so a typo
+        # in the path fails instead of leaving new folders behind.
+        folder = self.path.parent
+        if not folder.is_dir():
+            raise MemoryFileError(
+                f"folder {folder} of remembered-certificate file {self.path.name} "
+                "does not exist; create it or choose another path"
+            )
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
             handle = open(self.lock_path, "a+b")  # noqa: SIM115
         except OSError as exc:
             raise MemoryFileError(
