@@ -48,13 +48,12 @@ def _tls(
     context: ssl.SSLContext | None = None,
     **options: Any,
 ) -> Iterator[ssl.SSLSocket]:
-    raw = socket.create_connection(ems.address, timeout=WAIT)
-    context = context or _client_context(lab, **options)
-    tls = context.wrap_socket(raw, server_hostname=FQDN, session=session)
-    try:
-        yield tls
-    finally:
-        tls.close()
+    # wrap_socket detaches raw, so closing raw closes a descriptor only when
+    # the context or the wrap raised before the TLS socket took it over.
+    with socket.create_connection(ems.address, timeout=WAIT) as raw:
+        context = context or _client_context(lab, **options)
+        with context.wrap_socket(raw, server_hostname=FQDN, session=session) as tls:
+            yield tls
 
 
 def _read_frames(sock: ssl.SSLSocket, decoder: FrameDecoder, n: int) -> list[Frame]:
@@ -579,11 +578,10 @@ def test_stop_leaks_nothing(cert_lab: Lab) -> None:
         _tls(ems, cert_lab) as sock,
     ):
         _register(sock, "ep-open-at-stop")
-        stalled = _raw_connect(ems)
-        assert ems.wait_for_connections(2, WAIT)
-        ems.stop()
-        assert sock.recv(100) == b""
-        stalled.close()
+        with _raw_connect(ems):
+            assert ems.wait_for_connections(2, WAIT)
+            ems.stop()
+            assert sock.recv(100) == b""
 
     assert set(threading.enumerate()) == threads_before
     assert _open_fds() == fds_before
