@@ -62,3 +62,31 @@ def test_empty_input_closes(cert_lab: Lab, kind: str) -> None:
     from harness.fuzz.server import replay_server_input
 
     assert replay_server_input(cert_lab, ServerInput(kind, b"\x16\x03")) == []
+
+
+def test_server_campaign_reports_rss_growth(cert_lab: Lab) -> None:
+    # Each input retains 512 KiB, so 200 inputs outgrow the RSS bound the way
+    # a server leaking per connection would.
+    retained: list[bytes] = []
+
+    def leak(_: int) -> None:
+        retained.append(os.urandom(512 * 1024))
+
+    report = run_server_campaign(
+        cert_lab, max_inputs=200, budget=600.0, seed=0, progress=leak
+    )
+    retained.clear()
+
+    problems = [f.problem for f in report.findings]
+    assert any(p.startswith("not back at baseline: RSS grew") for p in problems)
+    assert report.inputs == 200
+
+
+def test_server_campaign_spans_batches(cert_lab: Lab) -> None:
+    report = run_server_campaign(
+        cert_lab, max_inputs=120, budget=600.0, seed=0, batch_inputs=50
+    )
+
+    assert report.inputs == 120
+    assert [f.problem for f in report.findings] == []
+    assert report.warm is not None
