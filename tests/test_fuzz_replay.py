@@ -30,11 +30,15 @@ def test_finding_replays(path: Path, tmp_path: Path, cert_lab: Lab) -> None:
     assert findings.replay(value, tmp_path, cert_lab) == []
 
 
-@pytest.mark.xfail(
-    strict=True, reason="reference client still breaks a property on this input"
-)
-@pytest.mark.parametrize("path", OPEN, ids=[p.stem for p in OPEN])
-def test_open_finding_fixed(path: Path, tmp_path: Path, cert_lab: Lab) -> None:
-    value = findings.load(path)
+# Open findings are strict xfails, so each one starts passing the day it is
+# fixed and must then move up to FOLDER. With none open there is no test.
+if OPEN:
 
-    assert findings.replay(value, tmp_path, cert_lab) == []
+    @pytest.mark.xfail(
+        strict=True, reason="reference client still breaks a property on this input"
+    )
+    @pytest.mark.parametrize("path", OPEN, ids=[p.stem for p in OPEN])
+    def test_open_finding_fixed(path: Path, tmp_path: Path, cert_lab: Lab) -> None:
+        value = findings.load(path)
+
+        assert findings.replay(value, tmp_path, cert_lab) == []
