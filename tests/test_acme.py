@@ -12,6 +12,11 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 
+# The ACME client library is an optional extra ("acme"); without it the
+# module cannot even be imported.
+pytest.importorskip("acme", reason="install the 'acme' extra: pip install -e .[acme]")
+pytest.importorskip("josepy", reason="install the 'acme' extra: pip install -e .[acme]")
+
 from harness.acme_client import (
     PEBBLE_BINARY,
     AcmeCertificate,

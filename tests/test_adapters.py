@@ -214,7 +214,7 @@ def test_invalid_reference_identity_is_rejected(
 
     assert result.status == "rejected", result
     assert "ems.example.com.." in result.detail
-    assert "idna" in result.detail
+    assert "invalid reference identity" in result.detail
     assert Reason.HOSTNAME_MISMATCH in result.reasons_hint
 
 
