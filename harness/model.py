@@ -1,6 +1,7 @@
 """Vocabulary shared by the oracle and the clients under test.
 
-Only names live here: reasons, actions and outcome names. Decisions do not.
+Only names live here: reasons, actions, outcome names and which certificate
+the EMS presents. Decisions do not.
 """
 
 from __future__ import annotations
@@ -59,6 +60,14 @@ class CnFallback(enum.StrEnum):
     WHEN_NO_SAN = "when-no-san"
     NEVER = "never"
     ALWAYS = "always"
+
+
+class PresentedCertificate(enum.StrEnum):
+    """The certificate the EMS presents on endpoint control."""
+
+    VENDOR = "vendor"
+    IMPORTED = "imported"
+    BUILTIN_DEFAULT = "builtin-default"
 
 
 class OutcomeName(enum.StrEnum):

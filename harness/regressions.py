@@ -39,6 +39,7 @@ from cryptography.x509.oid import NameOID
 
 from harness.adapters import Adapter, AdapterResult, lookup_deviation
 from harness.adapters.base import Status
+from harness.adapters.deviations import HOSTNAME_CHECKERS
 from harness.ems.server import ConnectionRecord, MockEms
 from harness.endpoint import EndpointClient, Observation, PromptInfo
 from harness.model import (
@@ -773,14 +774,7 @@ KNOWN_CLIENT_FAILURES: tuple[KnownClientFailure, ...] = (
             _CN_IGNORED.format(client=client),
             _ALWAYS,
         )
-        for name, client in (
-            ("python-ssl", "OpenSSL's X509_check_host"),
-            ("pyopenssl", "service_identity"),
-            ("openssl", "OpenSSL's X509_check_host"),
-            ("curl", "curl"),
-            ("gnutls", "GnuTLS"),
-            ("node", "Node's tls.checkServerIdentity"),
-        )
+        for name, client in HOSTNAME_CHECKERS
     ),
     *(
         KnownClientFailure(

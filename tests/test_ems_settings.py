@@ -17,11 +17,10 @@ from harness.ems.settings import (
     EmsSettings,
     ImportedCertificate,
     Installer,
-    PresentedCertificate,
     Profile,
     SettingsError,
 )
-from harness.model import Action
+from harness.model import Action, PresentedCertificate
 from harness.pki import Lab
 
 ACME = ImportedCertificate(

@@ -8,9 +8,15 @@ from dataclasses import dataclass
 import pytest
 
 from harness.assumptions import Assumptions
-from harness.model import Action, ActionSource, Answer, OutcomeName, Reason
+from harness.model import (
+    Action,
+    ActionSource,
+    Answer,
+    OutcomeName,
+    PresentedCertificate,
+    Reason,
+)
 from harness.oracle.decision import (
-    Presented,
     Remembered,
     Scenario,
     expected_outcome,
@@ -35,7 +41,7 @@ class Row:
     answer: Answer | None
     remembered: Remembered
     outcome: OutcomeName
-    presented: Presented
+    presented: PresentedCertificate
     prompted: bool
     remembered_after: bool
     imported: str | None = "same"
@@ -60,7 +66,11 @@ class Row:
 
 WARN, ALLOW_A, DENY_A = Action.WARN, Action.ALLOW, Action.DENY
 YES, NO = Answer.ALLOW, Answer.DENY
-IMP, VEN, BUILTIN = Presented.IMPORTED, Presented.VENDOR, Presented.BUILTIN_DEFAULT
+IMP, VEN, BUILTIN = (
+    PresentedCertificate.IMPORTED,
+    PresentedCertificate.VENDOR,
+    PresentedCertificate.BUILTIN_DEFAULT,
+)
 
 ROWS = [
     # Which certificate the EMS presents.

@@ -30,6 +30,17 @@ ADAPTER_NAMES = frozenset(
     {"python-ssl", "pyopenssl", "openssl", "curl", "gnutls", "node", "command"}
 )
 
+# Adapters with a built-in host-name check, and the library or program that
+# performs it.
+HOSTNAME_CHECKERS: tuple[tuple[str, str], ...] = (
+    ("python-ssl", "OpenSSL's X509_check_host"),
+    ("pyopenssl", "service_identity"),
+    ("openssl", "OpenSSL's X509_check_host"),
+    ("curl", "curl"),
+    ("gnutls", "GnuTLS"),
+    ("node", "Node's tls.checkServerIdentity"),
+)
+
 # Kinds that put the EMS FQDN only in the CN while the SAN has no dNSName.
 CN_FALLBACK_KINDS = ("cn-only-no-san", "san-email-only-cn-host")
 
@@ -162,14 +173,7 @@ DEVIATIONS: tuple[Deviation, ...] = (
             _RFC6125_CN.format(client=client),
             ALWAYS,
         )
-        for name, client in (
-            ("python-ssl", "OpenSSL's X509_check_host"),
-            ("pyopenssl", "service_identity"),
-            ("openssl", "OpenSSL's X509_check_host"),
-            ("curl", "curl"),
-            ("gnutls", "GnuTLS"),
-            ("node", "Node's tls.checkServerIdentity"),
-        )
+        for name, client in HOSTNAME_CHECKERS
     ),
     Deviation(
         "curl",

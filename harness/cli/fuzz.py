@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from harness.cli import HarnessError, cli
-from harness.cli.simulate import resolve_lab_alias
+from harness.cli.simulate import lab_dir_options, resolve_lab_alias
 from harness.pki import LabError, build_lab
 
 
@@ -41,21 +41,7 @@ from harness.pki import LabError, build_lab
     help="Folder for finding files (one JSON file per finding).",
 )
 @click.option("--seed", type=int, default=0, show_default=True, help="Hypothesis seed.")
-@click.option(
-    "--lab-dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=Path("certs"),
-    show_default=True,
-    help="Certificate lab folder, built if missing.",
-)
-# Former name of --lab-dir, kept so that existing scripts still run.
-@click.option(
-    "--lab",
-    "lab_alias",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=None,
-    hidden=True,
-)
+@lab_dir_options("Certificate lab folder, built if missing.")
 def fuzz(
     target: str,
     budget: float,

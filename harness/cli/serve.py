@@ -21,10 +21,9 @@ from harness.ems.server import EmsError, MockEms
 from harness.ems.settings import (
     EmsSettings,
     ImportedCertificate,
-    PresentedCertificate,
     SettingsError,
 )
-from harness.model import Action
+from harness.model import Action, PresentedCertificate
 from harness.pki import CATALOGUE, Lab, LabError, build_lab
 from harness.versions import Version, has_feature
 

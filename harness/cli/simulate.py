@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
 import click
 from click.core import ParameterSource
@@ -27,10 +29,39 @@ from harness.pki import Lab, LabError, build_lab
 
 logger = logging.getLogger(__name__)
 
+_Command = TypeVar("_Command", bound=Callable[..., Any])
+
 
 @cli.group()
 def simulate() -> None:
     """Simulate a fleet of endpoints and an EMS along an upgrade path."""
+
+
+def lab_dir_options(help_text: str) -> Callable[[_Command], _Command]:
+    """Add ``--lab-dir`` and its hidden former name ``--lab`` to a command.
+
+    The command receives ``lab_dir`` and ``lab_alias``; pass both to
+    :func:`resolve_lab_alias`.
+    """
+
+    def decorate(command: _Command) -> _Command:
+        # Former name of --lab-dir, kept so that existing scripts still run.
+        command = click.option(
+            "--lab",
+            "lab_alias",
+            type=click.Path(file_okay=False, path_type=Path),
+            default=None,
+            hidden=True,
+        )(command)
+        return click.option(
+            "--lab-dir",
+            type=click.Path(file_okay=False, path_type=Path),
+            default=Path("certs"),
+            show_default=True,
+            help=help_text,
+        )(command)
+
+    return decorate
 
 
 def resolve_lab_alias(lab_dir: Path, lab_alias: Path | None) -> Path:
@@ -90,21 +121,7 @@ def _load(path: str) -> UpgradePath:
     help="Let the oracle decide every connection; no TLS (fast, checks nothing "
     "against real clients).",
 )
-@click.option(
-    "--lab-dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=Path("certs"),
-    show_default=True,
-    help="Certificate lab folder; built there if missing or stale.",
-)
-# Former name of --lab-dir, kept so that existing scripts still run.
-@click.option(
-    "--lab",
-    "lab_alias",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=None,
-    hidden=True,
-)
+@lab_dir_options("Certificate lab folder; built there if missing or stale.")
 @click.option(
     "--json",
     "json_path",

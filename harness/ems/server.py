@@ -52,7 +52,6 @@ from harness.ems.settings import (
     BUILTIN_DEFAULT_KIND,
     VENDOR_KIND,
     EmsSettings,
-    PresentedCertificate,
 )
 from harness.ems.telemetry import (
     SERVER_MESSAGES,
@@ -68,7 +67,7 @@ from harness.ems.tls import (
     describe_error,
     session_reused,
 )
-from harness.model import Action
+from harness.model import Action, PresentedCertificate
 from harness.versions import Version, has_feature
 
 if TYPE_CHECKING:

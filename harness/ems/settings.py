@@ -36,7 +36,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.serialization import pkcs12
 
-from harness.model import Action
+from harness.model import Action, PresentedCertificate
 from harness.pki.kinds import EMS_FQDN, EMS_HOSTNAME
 from harness.versions import Version, has_feature
 
@@ -58,14 +58,6 @@ class SettingsError(ValueError):
         self.value = value
         self.rule = rule
         super().__init__(f"invalid setting {setting} = {value!r}: {rule}")
-
-
-class PresentedCertificate(enum.StrEnum):
-    """The certificate the EMS presents on endpoint control."""
-
-    VENDOR = "vendor"
-    IMPORTED = "imported"
-    BUILTIN_DEFAULT = "builtin-default"
 
 
 class CertificateSource(enum.StrEnum):

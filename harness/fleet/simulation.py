@@ -52,7 +52,6 @@ from harness.ems.settings import (
     EmsSettings,
     ImportedCertificate,
     Installer,
-    PresentedCertificate,
     Profile,
     SettingsError,
 )
@@ -79,7 +78,7 @@ from harness.fleet.operations import (
     UpgradeEms,
 )
 from harness.fleet.paths import Step, UpgradePath
-from harness.model import Action, OutcomeName
+from harness.model import Action, OutcomeName, PresentedCertificate
 from harness.oracle.decision import ExpectedOutcome, Remembered, Scenario
 from harness.oracle.decision import expected_outcome as oracle_outcome
 from harness.pki import Lab

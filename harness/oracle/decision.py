@@ -29,6 +29,7 @@ from harness.model import (
     ActionSource,
     Answer,
     OutcomeName,
+    PresentedCertificate,
     Reason,
     sorted_reasons,
 )
@@ -53,14 +54,6 @@ class Remembered(enum.StrEnum):
     THIS_LEAF = "this-leaf"
     OTHER_LEAF = "other-leaf"
     THIS_LEAF_FEWER_REASONS = "this-leaf-fewer-reasons"
-
-
-class Presented(enum.StrEnum):
-    """Certificate the EMS presents on endpoint control."""
-
-    IMPORTED = "imported"
-    VENDOR = "vendor"
-    BUILTIN_DEFAULT = "builtin-default"
 
 
 class _SameAsKind(enum.Enum):
@@ -217,17 +210,17 @@ class ExpectedOutcome:
     outcome: OutcomeName
     action: Action | None
     action_source: ActionSource | None
-    presented: Presented
+    presented: PresentedCertificate
 
 
-def presented_certificate(scenario: Scenario) -> tuple[Presented, CertKind]:
+def presented_certificate(scenario: Scenario) -> tuple[PresentedCertificate, CertKind]:
     """Return which certificate the EMS presents, and its kind."""
     if not has_feature(scenario.ems_version) or not scenario.use_ssl_cert:
-        return Presented.VENDOR, CATALOGUE[VENDOR_KIND]
+        return PresentedCertificate.VENDOR, CATALOGUE[VENDOR_KIND]
     imported = scenario.imported_kind
     if imported is None:
-        return Presented.BUILTIN_DEFAULT, CATALOGUE[BUILTIN_KIND]
-    return Presented.IMPORTED, imported
+        return PresentedCertificate.BUILTIN_DEFAULT, CATALOGUE[BUILTIN_KIND]
+    return PresentedCertificate.IMPORTED, imported
 
 
 def effective_action(scenario: Scenario) -> tuple[Action, ActionSource]:
