@@ -13,9 +13,11 @@ records a digest of the catalogue, so a warm build only reads files back.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import datetime as dt
 import fcntl
+import functools
 import hashlib
 import ipaddress
 import json
@@ -69,22 +71,19 @@ class IssuedLeaf:
         cert: The leaf.
         key_pem: Its private key, PKCS#8 PEM, unencrypted.
         chain: The CA certificates sent after the leaf, in order.
+        leaf_pem: The leaf alone, as PEM.
     """
 
     cert: x509.Certificate
     key_pem: bytes
     chain: tuple[x509.Certificate, ...]
+    leaf_pem: bytes
 
     @property
     def chain_pem(self) -> bytes:
         """The leaf followed by the sent chain, as one PEM bundle."""
-        certs = (self.cert, *self.chain)
-        return b"".join(c.public_bytes(serialization.Encoding.PEM) for c in certs)
-
-    @property
-    def leaf_pem(self) -> bytes:
-        """The leaf alone, as PEM."""
-        return self.cert.public_bytes(serialization.Encoding.PEM)
+        chain = (c.public_bytes(serialization.Encoding.PEM) for c in self.chain)
+        return b"".join((self.leaf_pem, *chain))
 
     @property
     def sha256(self) -> str:
@@ -135,6 +134,62 @@ def _key_pem(key: PrivateKey) -> bytes:
     )
 
 
+# DER pieces of an RFC 5915 ECPrivateKey on P-256 and of its RFC 5208 wrapping.
+_P256_PARAMETERS = bytes.fromhex("a00a06082a8648ce3d030107")
+_PKCS8_EC_P256_HEAD = bytes.fromhex("020100301306072a8648ce3d020106082a8648ce3d030107")
+_SEC1_PEM_HEAD = b"-----BEGIN EC PRIVATE KEY-----\n"
+_SEC1_PEM_TAIL = b"-----END EC PRIVATE KEY-----\n"
+
+
+def _der_header(length: int, tag: int) -> bytes:
+    if length < 0x80:
+        return bytes((tag, length))
+    size = (length.bit_length() + 7) // 8
+    return bytes((tag, 0x80 | size)) + length.to_bytes(size, "big")
+
+
+def _pkcs8_from_sec1_p256(pem: bytes) -> bytes | None:
+    """Rewrap a P-256 ``EC PRIVATE KEY`` PEM as PKCS#8 without parsing the key.
+
+    The result has the bytes that OpenSSL's PKCS#8 encoder writes: the curve
+    moves into the AlgorithmIdentifier and the ECPrivateKey drops its own
+    parameters field. Loading and re-serializing each trustme leaf key cost
+    about ten times as much.
+    Returns ``None`` for anything but that exact layout.
+    """
+    if not (pem.startswith(_SEC1_PEM_HEAD) and pem.endswith(_SEC1_PEM_TAIL)):
+        return None
+    try:
+        der = base64.b64decode(pem[len(_SEC1_PEM_HEAD) : -len(_SEC1_PEM_TAIL)])
+    except ValueError:
+        return None
+    # ECPrivateKey: SEQUENCE (short length) { INTEGER 1, OCTET STRING of 32
+    # bytes, [0] the P-256 OID, [1] the public key }.
+    if len(der) < 2 or der[0] != 0x30 or der[1] != len(der) - 2:
+        return None
+    body = der[2:]
+    if body[:5] != b"\x02\x01\x01\x04\x20" or body[37:49] != _P256_PARAMETERS:
+        return None
+    inner_body = body[:37] + body[49:]
+    inner = _der_header(len(inner_body), 0x30) + inner_body
+    info_body = _PKCS8_EC_P256_HEAD + _der_header(len(inner), 0x04) + inner
+    info = _der_header(len(info_body), 0x30) + info_body
+    encoded = base64.b64encode(info)
+    lines = [encoded[i : i + 64] for i in range(0, len(encoded), 64)]
+    return (
+        b"".join((b"-----BEGIN PRIVATE KEY-----\n", b"\n".join(lines), b"\n"))
+        + b"-----END PRIVATE KEY-----\n"
+    )
+
+
+def _pkcs8_pem(pem: bytes) -> bytes:
+    """Return a PEM private key of any supported format as PKCS#8 PEM."""
+    converted = _pkcs8_from_sec1_p256(pem)
+    if converted is not None:
+        return converted
+    return _key_pem(_load_key(pem))
+
+
 def _load_key(pem: bytes) -> PrivateKey:
     key = serialization.load_pem_private_key(pem, password=None)
     if not isinstance(key, ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey):
@@ -171,14 +226,32 @@ class _PendingFile:
     mode: int
 
 
-def _write_in_place(path: str, data: bytes, mode: int) -> None:
-    # Plain descriptor calls: a lab build writes about 190 small files, and a
+def _process_umask() -> int | None:
+    """Return the process umask from ``/proc/self/status``, or ``None``.
+
+    Reading it there, unlike a pair of ``os.umask`` calls, never changes the
+    mask that other threads see. ``None`` on systems without that field.
+    """
+    try:
+        with open("/proc/self/status", "rb") as handle:
+            status = handle.read()
+    except OSError:
+        return None
+    for line in status.splitlines():
+        if line.startswith(b"Umask:"):
+            return int(line.split()[1], 8)
+    return None
+
+
+def _write_in_place(path: str, data: bytes, mode: int, *, chmod: bool) -> None:
+    # Plain descriptor calls: a lab build writes about 150 small files, and a
     # buffered file object per file cost more than the system calls.
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
     try:
         # fchmod before the first byte: an existing file keeps its old mode
         # through O_TRUNC, and a key must never be readable by others.
-        os.fchmod(fd, mode)
+        if chmod:
+            os.fchmod(fd, mode)
         view = memoryview(data)
         while view:
             view = view[os.write(fd, view) :]
@@ -186,15 +259,40 @@ def _write_in_place(path: str, data: bytes, mode: int) -> None:
         os.close(fd)
 
 
+def _make_folder(folder: str) -> bool:
+    """Create ``folder`` and any missing parents; return whether it is new."""
+    try:
+        os.mkdir(folder)
+    except FileExistsError:
+        return False
+    except FileNotFoundError:
+        os.makedirs(os.path.dirname(folder), exist_ok=True)
+        try:
+            os.mkdir(folder)
+        except FileExistsError:
+            return False
+    return True
+
+
 def _write_files(files: Iterable[_PendingFile]) -> None:
-    """Write files of a lab build in place, creating their folders."""
-    folders: set[str] = set()
+    """Write files of a lab build in place, creating their folders.
+
+    Every file ends up with exactly its declared mode. A file created in a
+    folder this call made new is skipped by ``fchmod`` when the umask clears
+    none of the mode's bits, because ``open`` already gave it that mode.
+    """
+    umask = _process_umask()
+    new_folders: dict[str, bool] = {}
     for file in files:
         folder = os.path.dirname(file.path)
-        if folder not in folders:
-            os.makedirs(folder, exist_ok=True)
-            folders.add(folder)
-        _write_in_place(file.path, file.data, file.mode)
+        is_new = new_folders.get(folder)
+        if is_new is None:
+            is_new = _make_folder(folder)
+            new_folders[folder] = is_new
+        # NOTE: a umask changed by another thread during the build is not
+        # seen, and files it creates get the mode that the new umask leaves.
+        exact = is_new and umask is not None and not file.mode & umask
+        _write_in_place(file.path, file.data, file.mode, chmod=not exact)
 
 
 def write_private(path: Path, data: bytes, *, atomic: bool = True) -> None:
@@ -251,6 +349,7 @@ def _parses_as_ip(text: str) -> bool:
     return True
 
 
+@functools.lru_cache(maxsize=1024)
 def _trustme_can_issue(spec: LeafSpec, issuer: CaRole | None) -> bool:
     """Return whether trustme's ``issue_cert`` produces exactly ``spec``."""
     if issuer is None or issuer.built_with != "trustme":
@@ -303,6 +402,7 @@ class Lab:
         self._role_keys = role_keys
         self._role_pems: dict[str, bytes] = {}
         self._trustme_cas: dict[str, trustme.CA] = {}
+        self._issuer_akis: dict[str, x509.AuthorityKeyIdentifier] = {}
         self.kinds: dict[str, BuiltKind] = {}
 
     @property
@@ -398,6 +498,15 @@ class Lab:
             self._trustme_cas[role] = ca
         return ca
 
+    def _issuer_aki(self, role: str) -> x509.AuthorityKeyIdentifier:
+        aki = self._issuer_akis.get(role)
+        if aki is None:
+            aki = x509.AuthorityKeyIdentifier.from_issuer_public_key(
+                self.role_certs[role].public_key()  # type: ignore[arg-type]
+            )
+            self._issuer_akis[role] = aki
+        return aki
+
     def issue(self, spec: LeafSpec, key_type: str | None = None) -> IssuedLeaf:
         """Issue a leaf for ``spec`` in memory, relative to the build time.
 
@@ -428,19 +537,18 @@ class Lab:
                     trustme.KeyType.RSA if key_type == "rsa" else trustme.KeyType.ECDSA
                 ),
             )
-            cert = x509.load_pem_x509_certificate(issued.cert_chain_pems[0].bytes())
+            leaf_pem = issued.cert_chain_pems[0].bytes()
+            cert = x509.load_pem_x509_certificate(leaf_pem)
             # trustme writes the traditional EC/RSA format; IssuedLeaf is PKCS#8.
-            key_pem = _key_pem(_load_key(issued.private_key_pem.bytes()))
-            return IssuedLeaf(cert, key_pem, chain)
+            key_pem = _pkcs8_pem(issued.private_key_pem.bytes())
+            return IssuedLeaf(cert, key_pem, chain, leaf_pem)
 
         key = _generate_key(key_type)
         subject = _leaf_subject(spec)
         if issuer is None:
             issuer_name, signing_key = subject, key
-            issuer_cert = None
         else:
-            issuer_cert = self.role_certs[issuer.name]
-            issuer_name = issuer_cert.subject
+            issuer_name = self.role_certs[issuer.name].subject
             signing_key = self.role_key(issuer.name)
         builder = (
             x509.CertificateBuilder()
@@ -460,13 +568,11 @@ class Lab:
         )
         # RFC 5280 requires the AKI in every certificate that is not a
         # self-signed trust anchor; a self-signed leaf names its own key.
-        aki_key = key.public_key() if issuer_cert is None else issuer_cert.public_key()
-        builder = builder.add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(
-                aki_key  # type: ignore[arg-type]
-            ),
-            critical=False,
-        )
+        if issuer is None:
+            aki = x509.AuthorityKeyIdentifier.from_issuer_public_key(key.public_key())
+        else:
+            aki = self._issuer_aki(issuer.name)
+        builder = builder.add_extension(aki, critical=False)
         if spec.san_extension:
             # RFC 5280 requires the SAN to be critical when the subject is empty.
             builder = builder.add_extension(
@@ -479,7 +585,8 @@ class Lab:
                 critical=False,
             )
         cert = builder.sign(signing_key, hashes.SHA256())
-        return IssuedLeaf(cert, _key_pem(key), chain)
+        leaf_pem = cert.public_bytes(serialization.Encoding.PEM)
+        return IssuedLeaf(cert, _key_pem(key), chain, leaf_pem)
 
     def write_kind(self, kind: CertKind) -> BuiltKind:
         """Issue ``kind``'s leaf and write its files under ``kinds/NAME/``."""
