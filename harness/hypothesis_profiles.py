@@ -8,8 +8,9 @@ imports it), and :func:`load_profile_from_env` selects one from the
     The default: 20 examples per property, for a quick local run.
 ``ci``
     At least 200 examples per property and no deadline, because handshakes
-    over loopback on a loaded CI machine vary in time. The tox environments
-    set ``HYPOTHESIS_PROFILE=ci``.
+    over loopback on a loaded CI machine vary in time. It is the default
+    when the ``CI`` environment variable is set (as CI services do), and the
+    tox environments set ``HYPOTHESIS_PROFILE=ci``.
 ``thorough``
     2000 examples per property, for a long run before a release.
 
@@ -50,15 +51,21 @@ for _name, _settings in PROFILES.items():
     settings.register_profile(_name, _settings)
 
 
+def _default_profile() -> str:
+    running_in_ci = os.environ.get("CI", "").strip().lower() not in ("", "0", "false")
+    return "ci" if running_in_ci else DEFAULT_PROFILE
+
+
 def load_profile_from_env() -> str:
     """Load the profile named by ``HYPOTHESIS_PROFILE`` and return its name.
 
-    An unset or empty variable selects ``dev``.
+    An unset or empty variable selects ``ci`` when the ``CI`` variable is set
+    to anything but an empty string, ``0`` or ``false``, and ``dev`` otherwise.
 
     Raises:
         ValueError: the variable names a profile that is not registered.
     """
-    name = os.environ.get(PROFILE_ENV) or DEFAULT_PROFILE
+    name = os.environ.get(PROFILE_ENV) or _default_profile()
     if name not in PROFILES:
         raise ValueError(
             f"invalid {PROFILE_ENV}={name!r}: expected one of {', '.join(PROFILES)}"

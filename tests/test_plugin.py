@@ -40,6 +40,7 @@ def test_downstream_file_passes(
     pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.delenv("HYPOTHESIS_PROFILE", raising=False)
+    monkeypatch.delenv("CI", raising=False)
     pytester.makepyfile(test_downstream=DOWNSTREAM_TEST)
 
     result = pytester.runpytest_subprocess("-p", "no:randomly", "-q")
@@ -62,4 +63,36 @@ def test_unknown_profile_is_rejected(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HYPOTHESIS_PROFILE", "nightly")
 
     with pytest.raises(ValueError, match="invalid HYPOTHESIS_PROFILE='nightly'"):
+        load_profile_from_env()
+
+
+@pytest.mark.parametrize(
+    ("ci_value", "expected"),
+    [("true", "ci"), ("1", "ci"), ("false", "dev"), ("0", "dev"), ("", "dev")],
+)
+def test_ci_variable_selects_profile(
+    monkeypatch: pytest.MonkeyPatch, ci_value: str, expected: str
+) -> None:
+    from harness.hypothesis_profiles import load_profile_from_env
+
+    monkeypatch.delenv("HYPOTHESIS_PROFILE", raising=False)
+    monkeypatch.setenv("CI", ci_value)
+
+    try:
+        assert load_profile_from_env() == expected
+    finally:
+        monkeypatch.undo()
+        load_profile_from_env()
+
+
+def test_explicit_profile_beats_ci_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    from harness.hypothesis_profiles import load_profile_from_env
+
+    monkeypatch.setenv("CI", "true")
+    monkeypatch.setenv("HYPOTHESIS_PROFILE", "dev")
+
+    try:
+        assert load_profile_from_env() == "dev"
+    finally:
+        monkeypatch.undo()
         load_profile_from_env()
