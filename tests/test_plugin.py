@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import pytest
 
 pytest_plugins = ["pytester"]
@@ -96,3 +99,18 @@ def test_explicit_profile_beats_ci_variable(monkeypatch: pytest.MonkeyPatch) -> 
     finally:
         monkeypatch.undo()
         load_profile_from_env()
+
+
+def _readme_example() -> str:
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    match = re.search(r"<!-- plugin-example[^>]*-->\n```python\n(.*?)```", readme, re.S)
+    assert match, "README.md lost its plugin-example block"
+    return match.group(1)
+
+
+def test_readme_example_passes(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_readme_example=_readme_example())
+
+    result = pytester.runpytest_subprocess("-p", "no:randomly", "-q")
+
+    result.assert_outcomes(passed=3)
