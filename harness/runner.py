@@ -6,9 +6,9 @@ Theory of operation:
   scenario that presents it (the presented certificate depends on the EMS
   version and the *use SSL certificate* setting, see
   :attr:`~harness.matrix.MatrixScenario.presented_kind`).
-* Scenarios run on a thread pool. Each one gets its own temporary folder
-  for the client's remembered-certificate file, so scenarios never share
-  state.
+* Scenarios run on a thread pool. Each one gets its own empty folder in
+  the run's scratch folder for the client's remembered-certificate file,
+  so scenarios never share state.
 * The expected outcome comes from the oracle, which sees only declared
   properties; the observed outcome comes from the client, which sees only
   bytes. :func:`compare` turns the pair into a :class:`ScenarioResult`.
@@ -29,6 +29,8 @@ import enum
 import hashlib
 import logging
 import os
+import queue
+import shutil
 import tempfile
 import threading
 import time
@@ -277,7 +279,7 @@ def _run_one(
     driver: ClientDriver,
     scenario: MatrixScenario,
     servers: ServerPool,
-    scratch: Path,
+    workdir: Path,
     timeout: float,
 ) -> ScenarioResult:
     started = time.monotonic()
@@ -296,8 +298,8 @@ def _run_one(
         )
     try:
         server = servers.address(scenario.presented_kind)
-        with tempfile.TemporaryDirectory(dir=scratch) as workdir:
-            observed = driver.observe(scenario, server, Path(workdir), timeout)
+        with _scenario_folder(workdir):
+            observed = driver.observe(scenario, server, workdir, timeout)
     except TimeoutError as exc:
         return ScenarioResult(
             driver.name,
@@ -327,6 +329,26 @@ def _run_one(
         driver.deviation,
         time.monotonic() - started,
     )
+
+
+@contextlib.contextmanager
+def _scenario_folder(path: Path) -> Iterator[None]:
+    """Create the empty folder ``path``; remove it and its files on exit.
+
+    Cheaper than a ``TemporaryDirectory`` per scenario, because the name is
+    already unique within the run's scratch folder and a client normally
+    leaves only files; anything else falls back to ``shutil.rmtree``.
+    """
+    os.mkdir(path, 0o700)
+    try:
+        yield
+    finally:
+        try:
+            for name in os.listdir(path):
+                os.unlink(path / name)
+            os.rmdir(path)
+        except OSError:
+            shutil.rmtree(path, ignore_errors=True)
 
 
 def skipped_results(
@@ -390,7 +412,8 @@ def run_scenarios(
 
         def submit(index: int) -> concurrent.futures.Future[ScenarioResult]:
             scenario = scenarios[index]
-            return pool.submit(_run_one, driver, scenario, servers, scratch, timeout)
+            workdir = scratch / str(index)
+            return pool.submit(_run_one, driver, scenario, servers, workdir, timeout)
 
         collected = _collect(
             submit,
@@ -420,9 +443,9 @@ def _scratch_parent() -> Path | None:
     return None
 
 
-# Futures submitted per worker thread at a time. Waiting on a future costs
-# time in proportion to the number of futures waited on, so submitting the
-# whole matrix at once made collection quadratic in the matrix size.
+# Futures submitted per worker thread at a time. Submitting the whole matrix
+# at once kept thousands of futures pending, and the overrun check walks
+# every pending future after each result.
 _IN_FLIGHT_PER_JOB = 2
 
 
@@ -441,17 +464,30 @@ def _collect(
     """
     futures: dict[concurrent.futures.Future[ScenarioResult], int] = {}
     started_at: dict[concurrent.futures.Future[ScenarioResult], float] = {}
+    # Finished futures arrive here from their done callbacks, which is
+    # cheaper than concurrent.futures.wait: that registers and removes a
+    # waiter on every pending future per call.
+    finished: queue.SimpleQueue[concurrent.futures.Future[ScenarioResult]] = (
+        queue.SimpleQueue()
+    )
     next_index = 0
     while next_index < len(scenarios) or futures:
         while next_index < len(scenarios) and len(futures) < window:
-            futures[submit(next_index)] = next_index
+            future = submit(next_index)
+            futures[future] = next_index
+            future.add_done_callback(finished.put)
             next_index += 1
-        done, _ = concurrent.futures.wait(
-            futures, timeout=0.5, return_when=concurrent.futures.FIRST_COMPLETED
-        )
+        done: list[concurrent.futures.Future[ScenarioResult]] = []
+        with contextlib.suppress(queue.Empty):
+            done.append(finished.get(timeout=0.5))
+            while True:
+                done.append(finished.get_nowait())
         for future in done:
+            index = futures.pop(future, None)
+            if index is None:
+                continue  # reported as a timeout when it overran
             started_at.pop(future, None)
-            yield futures.pop(future), future.result()
+            yield index, future.result()
         now = time.monotonic()
         for future in list(futures):
             if future.running():
@@ -531,6 +567,10 @@ class MockEmsPool:
 # -- drivers -----------------------------------------------------------------
 
 
+# Remembered state, server host and port, reference identity, client version.
+_MemoryKey = tuple[str, str, int, str, str]
+
+
 class ReferenceDriver:
     """Drives the reference endpoint client; the oracle supplies expectations.
 
@@ -546,10 +586,10 @@ class ReferenceDriver:
         self.assumptions = Assumptions(cn_fallback=cn_fallback)
         self._trust_store: TrustStore | None = None
         self._trust_store_lock = threading.Lock()
-        # Remembered-certificate files made by a real first connection, by
-        # (host, port, reference identity, client version).
-        self._remembered_files: dict[tuple[str, int, str, str], bytes] = {}
-        self._remembered_key_locks: dict[tuple[str, int, str, str], threading.Lock] = {}
+        # Remembered-certificate files made for a first scenario, by
+        # (remembered state, host, port, reference identity, client version).
+        self._remembered_files: dict[_MemoryKey, bytes] = {}
+        self._remembered_key_locks: dict[_MemoryKey, threading.Lock] = {}
         self._remembered_lock = threading.Lock()
 
     @property
@@ -654,8 +694,13 @@ class ReferenceDriver:
         elif scenario.remembered is Remembered.OTHER_LEAF:
             # Another leaf, allowed for every reason there is.
             other = hashlib.sha256(b"another leaf of this EMS").hexdigest()
-            MemoryFile(memory).remember(
-                reference, server.port, other, frozenset(Reason)
+            key = ("other-leaf", server.host, server.port, reference, "")
+            self._copy_or_make(
+                key,
+                memory,
+                lambda: MemoryFile(memory).remember(
+                    reference, server.port, other, frozenset(Reason)
+                ),
             )
 
     def _remember_this_leaf(
@@ -669,33 +714,45 @@ class ReferenceDriver:
 
         The file this leaves behind depends only on the server, the reference
         identity and the client version, so the first scenario with that key
-        makes the connection and later ones get a copy of its file. A first
-        connection that leaves no file is not cached, so the next scenario
-        with that key connects again.
+        makes the connection and later ones get a copy of its file.
         """
         from harness.endpoint.client import EndpointClient
 
         reference = CATALOGUE[scenario.kind].reference_identity
         version = scenario.client_version or ""
-        key = (server.host, server.port, reference, version)
+
+        def connect_and_allow() -> None:
+            first = EndpointClient(
+                version,
+                self.trust_store,
+                action=Action.WARN,
+                action_source=ActionSource.PROFILE,
+                memory_path=memory,
+                assumptions=self.assumptions,
+                prompt=lambda info: Answer.ALLOW,
+                timeout=timeout,
+                persist_profile=False,
+                telemetry_idle=0.0,
+            )
+            first.connect(server.host, server.port, servername=reference)
+
+        key = ("this-leaf", server.host, server.port, reference, version)
+        self._copy_or_make(key, memory, connect_and_allow)
+
+    def _copy_or_make(
+        self, key: _MemoryKey, memory: Path, make: Callable[[], None]
+    ) -> None:
+        """Write the cached file for ``key`` to ``memory``, or ``make`` it first.
+
+        A first ``make`` that leaves no file is not cached, so the next
+        scenario with that key makes it again.
+        """
         with self._remembered_lock:
             key_lock = self._remembered_key_locks.setdefault(key, threading.Lock())
         with key_lock:
             content = self._remembered_files.get(key)
             if content is None:
-                first = EndpointClient(
-                    version,
-                    self.trust_store,
-                    action=Action.WARN,
-                    action_source=ActionSource.PROFILE,
-                    memory_path=memory,
-                    assumptions=self.assumptions,
-                    prompt=lambda info: Answer.ALLOW,
-                    timeout=timeout,
-                    persist_profile=False,
-                    telemetry_idle=0.0,
-                )
-                first.connect(server.host, server.port, servername=reference)
+                make()
                 if memory.exists():
                     self._remembered_files[key] = memory.read_bytes()
                 return

@@ -428,6 +428,9 @@ class EndpointClient:
     ) -> tuple[_Session, list[bytes], str]:
         sock = socket.create_connection((host, port), timeout=self.timeout)
         try:
+            # The session writes small frames back to back (ENDPOINT_INFO,
+            # then BYE); Nagle's algorithm would hold each behind an ACK.
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             conn = SSL.Connection(_client_context(), sock)
             sni = _sni(reference)
             if sni is not None:

@@ -29,6 +29,7 @@ class InvalidReference(ValueError):
     """A reference identity that cannot name any host."""
 
 
+@functools.lru_cache(maxsize=1024)
 def parse_ip_reference(reference: str) -> IpAddress | None:
     """Return the address of an IP-literal reference, or ``None`` for a name.
 

@@ -93,19 +93,24 @@ class MemoryFile:
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
         self.lock_path = self.path.with_name(self.path.name + ".lock")
+        # Plain strings for the calls made on every access, because a client
+        # reads this file on every connection and pathlib converts a path to
+        # text again on each call.
+        self._path_text = str(self.path)
+        self._lock_text = str(self.lock_path)
+        self._folder_text = str(self.path.parent)
 
     @contextlib.contextmanager
     def _locked(self, mode: int) -> Iterator[None]:
         # The file is created on first write but its folder is not, so a typo
         # in the path fails instead of leaving new folders behind.
-        folder = self.path.parent
-        if not folder.is_dir():
+        if not os.path.isdir(self._folder_text):
             raise MemoryFileError(
-                f"folder {folder} of remembered-certificate file {self.path.name} "
-                "does not exist; create it or choose another path"
+                f"folder {self.path.parent} of remembered-certificate file "
+                f"{self.path.name} does not exist; create it or choose another path"
             )
         try:
-            handle = open(self.lock_path, "a+b")  # noqa: SIM115
+            handle = open(self._lock_text, "a+b")  # noqa: SIM115
         except OSError as exc:
             raise MemoryFileError(
                 f"cannot open lock file {self.lock_path}: {exc}"
@@ -119,7 +124,8 @@ class MemoryFile:
 
     def _read(self) -> dict[str, Any]:
         try:
-            text = self.path.read_text(encoding="utf-8")
+            with open(self._path_text, encoding="utf-8") as handle:
+                text = handle.read()
         except FileNotFoundError:
             return {"schema": SCHEMA, "remembered": {}}
         except (OSError, UnicodeDecodeError) as exc:
@@ -234,6 +240,9 @@ class MemoryFile:
         self._update(change)
 
 
+_REASON_VALUES = frozenset(reason.value for reason in Reason)
+
+
 def _schema_problem(data: object) -> str | None:
     """Return what is wrong with the decoded file, or ``None`` if it is fine."""
     if not isinstance(data, dict):
@@ -251,7 +260,7 @@ def _schema_problem(data: object) -> str | None:
             return f"entry {key!r} has no 64-digit leaf_sha256"
         reasons = entry.get("reasons")
         if not isinstance(reasons, list) or any(
-            r not in {reason.value for reason in Reason} for r in reasons
+            r not in _REASON_VALUES for r in reasons
         ):
             return f"entry {key!r} has invalid reasons {reasons!r}"
         if not isinstance(entry.get("remembered_at"), str):

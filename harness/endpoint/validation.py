@@ -48,6 +48,9 @@ logger = logging.getLogger(__name__)
 _NO_CHECK_TIME = 0x200000
 # Longest path build_path follows before giving up, leaf included.
 MAX_PATH_LENGTH = 10
+# Distinct certificates whose parsed forms are kept. A run against the lab
+# sees a few dozen; hostile inputs from fuzzing evict each other.
+_PARSED_CERTIFICATES = 1024
 
 # OpenSSL verify error codes (include/openssl/x509_vfy.h) and what they mean
 # for the client.
@@ -134,7 +137,26 @@ class Validation:
     detail: str | None
 
 
-def _der(cert: x509.Certificate) -> bytes:
+# The parse caches below map identical bytes to the same immutable object, so
+# a verdict never comes from a cache: every chain is still verified, path
+# built and checked from scratch. Parsing and converting the same few lab
+# certificates again on every connection was the largest cost of validation.
+
+
+@functools.lru_cache(maxsize=_PARSED_CERTIFICATES)
+def _load_der(der: bytes) -> x509.Certificate:
+    """Parse DER bytes; a ``ValueError`` is raised again on every call."""
+    return x509.load_der_x509_certificate(der)
+
+
+@functools.lru_cache(maxsize=_PARSED_CERTIFICATES)
+def _openssl_x509(cert: x509.Certificate) -> crypto.X509:
+    """Convert to pyOpenSSL; OpenSSL 3 locks its per-certificate caches."""
+    return crypto.X509.from_cryptography(cert)
+
+
+@functools.lru_cache(maxsize=_PARSED_CERTIFICATES)
+def _fingerprint(cert: x509.Certificate) -> bytes:
     return cert.fingerprint(hashes.SHA256())
 
 
@@ -156,21 +178,22 @@ def build_path(
     Returns:
         The path, leaf first, and whether it ends at a trust anchor.
     """
-    anchor_ids = {_der(a) for a in anchors}
-    candidates = [*anchors, *untrusted]
+    anchor_ids = {_fingerprint(a) for a in anchors}
+    candidates = [(_fingerprint(c), c) for c in (*anchors, *untrusted)]
     path = [leaf]
+    used = {_fingerprint(leaf)}
     current = leaf
     while len(path) < MAX_PATH_LENGTH:
-        if _der(current) in anchor_ids:
+        if _fingerprint(current) in anchor_ids:
             return tuple(path), True
-        used = {_der(c) for c in path}
         issuer = next(
-            (c for c in candidates if _der(c) not in used and _issued_by(current, c)),
+            (c for fp, c in candidates if fp not in used and _issued_by(current, c)),
             None,
         )
         if issuer is None:
             break
         path.append(issuer)
+        used.add(_fingerprint(issuer))
         current = issuer
     return tuple(path), False
 
@@ -228,8 +251,8 @@ def _openssl_verify(
     """Verify with OpenSSL, time checks off; return (path, reason, detail)."""
     context = crypto.X509StoreContext(
         store.x509_store,
-        crypto.X509.from_cryptography(leaf),
-        [crypto.X509.from_cryptography(c) for c in untrusted],
+        _openssl_x509(leaf),
+        [_openssl_x509(c) for c in untrusted],
     )
     try:
         verified = context.get_verified_chain()
@@ -246,7 +269,10 @@ def _openssl_verify(
             )
             reason = Reason.UNTRUSTED_ISSUER
         return None, reason, f"OpenSSL error {code} at depth {depth}: {message}"
-    return tuple(c.to_cryptography() for c in verified), None, None
+    path = tuple(
+        _load_der(crypto.dump_certificate(crypto.FILETYPE_ASN1, c)) for c in verified
+    )
+    return path, None, None
 
 
 def chain_reasons(
@@ -318,14 +344,14 @@ def parse_chain(ders: Sequence[bytes]) -> list[x509.Certificate]:
     if not ders:
         raise LeafParseError("the server presented no certificate")
     try:
-        leaf = x509.load_der_x509_certificate(ders[0])
+        leaf = _load_der(ders[0])
     except ValueError as exc:
         raise LeafParseError(f"the leaf certificate does not parse: {exc}") from None
 
     chain = [leaf]
     for depth, der in enumerate(ders[1:], start=1):
         try:
-            chain.append(x509.load_der_x509_certificate(der))
+            chain.append(_load_der(der))
         except ValueError as exc:
             logger.info("ignoring certificate %s that does not parse: %s", depth, exc)
     return chain

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
+import functools
 import re
 from dataclasses import dataclass, field
 
@@ -36,6 +37,12 @@ from harness.model import (
 from harness.oracle.standards import expected_reasons
 from harness.pki.kinds import CATALOGUE, CertKind, LeafSpec
 from harness.versions import Version, has_feature
+
+# Cached because a matrix run checks the same few versions thousands of
+# times. Both are pure functions of the version text. A ValueError for an
+# invalid version is not cached, so it is raised again on every call.
+_parse_version = functools.lru_cache(maxsize=256)(Version.parse)
+_has_feature = functools.lru_cache(maxsize=256)(has_feature)
 
 DEFAULT_PORT = 8013
 VENDOR_KIND = "vendor-default"
@@ -109,17 +116,18 @@ class Scenario:
     now: dt.datetime | None = None
 
     def __post_init__(self) -> None:
-        Version.parse(self.ems_version)
-        Version.parse(self.client_version)
+        _parse_version(self.ems_version)
+        _parse_version(self.client_version)
         if self.imported is SAME_AS_KIND:
             object.__setattr__(self, "imported", self.kind)
         object.__setattr__(self, "remembered", Remembered(self.remembered))
-        if has_feature(self.ems_version) and self.use_ssl_cert is None:
+        ems_has_feature = _has_feature(self.ems_version)
+        if ems_has_feature and self.use_ssl_cert is None:
             raise ValueError(
                 f"EMS {self.ems_version} has the use-SSL-certificate setting: "
                 "set use_ssl_cert to True or False"
             )
-        if not has_feature(self.ems_version) and self.use_ssl_cert is not None:
+        if not ems_has_feature and self.use_ssl_cert is not None:
             raise ValueError(
                 f"EMS {self.ems_version} has no use-SSL-certificate setting: "
                 "set use_ssl_cert to None"
@@ -215,7 +223,7 @@ class ExpectedOutcome:
 
 def presented_certificate(scenario: Scenario) -> tuple[PresentedCertificate, CertKind]:
     """Return which certificate the EMS presents, and its kind."""
-    if not has_feature(scenario.ems_version) or not scenario.use_ssl_cert:
+    if not _has_feature(scenario.ems_version) or not scenario.use_ssl_cert:
         return PresentedCertificate.VENDOR, CATALOGUE[VENDOR_KIND]
     imported = scenario.imported_kind
     if imported is None:
@@ -227,7 +235,7 @@ def effective_action(scenario: Scenario) -> tuple[Action, ActionSource]:
     """Return the action a new client applies and where it came from."""
     if scenario.action is not None and scenario.action_source is not None:
         return scenario.action, scenario.action_source
-    if scenario.profile_action is not None and has_feature(scenario.ems_version):
+    if scenario.profile_action is not None and _has_feature(scenario.ems_version):
         return scenario.profile_action, ActionSource.PROFILE
     if scenario.installer_action is not None:
         return scenario.installer_action, ActionSource.INSTALLER
@@ -251,7 +259,7 @@ def _covers(remembered: Remembered, reasons: list[Reason]) -> bool:
 def expected_outcome(scenario: Scenario) -> ExpectedOutcome:
     """Return what the specification requires for ``scenario``."""
     presented, kind = presented_certificate(scenario)
-    if not has_feature(scenario.client_version):
+    if not _has_feature(scenario.client_version):
         passes = legacy_subject_passes(
             kind.leaf, scenario.assumptions.legacy_subject_pattern
         )
