@@ -269,8 +269,8 @@ _STRING_TYPES = {
 def odd_string_case(lab: Lab, string_type: str, with_san: bool) -> CertCase:
     """Build a leaf whose CN ``ems.example.com`` has an unusual string type.
 
-    SPEC identity rules speak of the CN's value, not its encoding, so the
-    oracle decides this input like the same leaf with a UTF8String CN.
+    Identity matching compares the CN's value, not its ASN.1 string type, so
+    the oracle decides this input like the same leaf with a UTF8String CN.
     """
     cn = x509.NameAttribute(
         NameOID.COMMON_NAME, EMS_FQDN, _type=_STRING_TYPES[string_type]

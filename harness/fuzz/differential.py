@@ -14,8 +14,8 @@ gnutls             ``gnutls-cli --verify-hostname``               when-no-san
 =================  ===========================================  ===========
 
 The specification's verdict for a stack is the oracle's under that stack's
-CN fallback column, because section 5 of the behaviour contract makes the
-CN fallback a setting: a stack that never reads the CN is right to reject a
+CN fallback column, because the CN fallback is a setting of the oracle
+(``Assumptions.cn_fallback``): a stack that never reads the CN is right to reject a
 CN-only leaf under ``never``. ``ssl`` reads the CN when the leaf has no SAN
 (``hostname_checks_common_name`` defaults to true); gnutls does the same for
 a leaf without a dNSName. For inputs a ``LeafSpec`` cannot express, the
