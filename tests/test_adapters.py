@@ -9,6 +9,7 @@ deviations table in both directions.
 from __future__ import annotations
 
 import contextlib
+import re
 import select
 import socket
 import threading
@@ -254,14 +255,82 @@ def test_command_adapter_openssl_template(
     assert str(cert_lab.trust_store_path) in good.command
 
 
+@pytest.mark.network_tools
+def test_command_adapter_keeps_verification_line(
+    cert_lab: Lab, servers: dict[str, ChainServer]
+) -> None:
+    adapter = get_adapter("command", template=OPENSSL_TEMPLATE)
+    _require(adapter)
+
+    bad = _check(adapter, cert_lab, servers, "wrong-host")
+
+    assert bad.status == "rejected", bad
+    assert "hostname mismatch" in bad.detail
+    assert len(bad.detail) <= 220
+    assert "\n" not in bad.detail
+
+
+def test_command_failure_prefers_human_line() -> None:
+    adapter = get_adapter("command", template="tool {host}")
+    stderr = (
+        "Connecting to 127.0.0.1\n"
+        "Verification error: hostname mismatch\n"
+        "40C7:error:0A000086:SSL routines:tls_post_process_server_certificate:"
+        "certificate verify failed:../ssl/statem/statem_clnt.c:1889:\n"
+    )
+
+    result = adapter.classify(  # type: ignore[attr-defined]
+        Completed(returncode=1, stdout="", stderr=stderr)
+    )
+
+    assert result.detail == "exit 1: Verification error: hostname mismatch"
+
+
+def test_command_failure_joins_last_lines() -> None:
+    adapter = get_adapter("command", template="tool {host}")
+    stderr = "one\ntwo\n\nthree\nfour\n" + "x" * 400 + "\n"
+
+    result = adapter.classify(  # type: ignore[attr-defined]
+        Completed(returncode=1, stdout="", stderr=stderr)
+    )
+
+    assert result.detail.startswith("exit 1: three | four | xxx")
+    assert result.detail.endswith("...")
+    assert len(result.detail) <= len("exit 1: ") + 200
+
+
+@pytest.mark.parametrize(
+    ("template", "message"),
+    [
+        ("sh -c 'unbalanced", "does not split: No closing quotation"),
+        ("", "the command template is empty"),
+        ("   ", "the command template is empty"),
+        ("openssl s_client -connect {hst}:{port}", "unknown placeholder {hst}"),
+    ],
+)
+def test_command_template_is_validated(template: str, message: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(message)):
+        get_adapter("command", template=template)
+
+
+def test_command_template_allows_json_braces(tmp_path: Path) -> None:
+    adapter = get_adapter("command", template="tool --data '{\"a\": 1}' {host}")
+
+    argv = adapter.build_argv(  # type: ignore[attr-defined]
+        "127.0.0.1", 8013, "x", tmp_path / "ca.pem", 5.0, tmp_path
+    )
+
+    assert argv == ["tool", "--data", '{"a": 1}', "127.0.0.1"]
+
+
 def test_command_template_keeps_values_whole(tmp_path: Path) -> None:
-    adapter = get_adapter("command", template="tool --name={servername} {cafile} x{y}")
+    adapter = get_adapter("command", template="tool --name={servername} {cafile} x{}")
 
     argv = adapter.build_argv(  # type: ignore[attr-defined]
         "127.0.0.1", 8013, "a b", tmp_path / "ca file.pem", 5.0, tmp_path
     )
 
-    assert argv == ["tool", "--name=a b", str(tmp_path / "ca file.pem"), "x{y}"]
+    assert argv == ["tool", "--name=a b", str(tmp_path / "ca file.pem"), "x{}"]
 
 
 def test_command_adapter_without_template() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import shutil
 import signal
@@ -360,6 +361,20 @@ def test_signal_stops_cleanly(served: Served, sig: signal.Signals) -> None:
     assert [r["endpoint_id"] for r in records] == [f"ep-{sig.name}"]
     assert records[0]["profile_delivered"] == "warn"
     assert records[0]["online"] is False
+
+
+def test_exit_records_show_wall_clock(served: Served) -> None:
+    before = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1)
+    _telemetry_session(served, "ep-clock")
+
+    code, out, err = _stop(served, signal.SIGTERM)
+
+    assert code == 0, err
+    after = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=1)
+    records = json.loads(out.strip().splitlines()[-1])["endpoints"]
+    last_seen = dt.datetime.fromisoformat(records[0]["last_seen"])
+    assert last_seen.utcoffset() == dt.timedelta(0)
+    assert before <= last_seen <= after
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=lambda s: s.name)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
@@ -226,3 +227,162 @@ def test_help_says_versions_replace_defaults(
     text = " ".join(capsys.readouterr().out.split())
     assert code == 0
     assert "replace the default list" in text
+
+
+@pytest.mark.parametrize(
+    ("template", "message"),
+    [
+        ("sh -c 'unbalanced", "No closing quotation"),
+        ("", "the command template is empty"),
+        ("openssl s_client -connect {hst}:{port}", "unknown placeholder {hst}"),
+    ],
+)
+def test_bad_command_template_exit_2(
+    tmp_path: Path, template: str, message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    lab = tmp_path / "lab"
+
+    code = main(
+        ["run", "--lab-dir", str(lab), "--client", "command", "--command", template]
+    )
+
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert "--command" in err
+    assert message in err
+    assert len(err.splitlines()) == 1
+    assert not lab.exists()
+
+
+@pytest.mark.parametrize(
+    ("option", "path"),
+    [
+        ("--report-dir", "/proc/nope"),
+        ("--json", "/proc/nope/r.json"),
+        ("--markdown", "/proc/nope/r.md"),
+    ],
+)
+def test_unwritable_report_fails_first(
+    tmp_path: Path, option: str, path: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    lab = tmp_path / "lab"
+
+    code = main(["run", "--lab-dir", str(lab), option, path])
+
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert option in err
+    assert "/proc/nope" in err
+    assert len(err.splitlines()) == 1
+    # The check runs before the lab is built, so nothing was run.
+    assert not lab.exists()
+
+
+def test_report_folder_is_created(lab_dir: Path, tmp_path: Path) -> None:
+    report = tmp_path / "new" / "deeper" / "r.json"
+
+    code = main(
+        [
+            "run",
+            "--lab-dir",
+            str(lab_dir),
+            "--kinds",
+            "correct-fqdn",
+            "--actions",
+            "deny",
+            "--quiet",
+            "--json",
+            str(report),
+        ]
+    )
+
+    assert code == 0
+    assert json.loads(report.read_text())["passed"] is True
+
+
+PROGRAMS = ("curl", "openssl", "gnutls-cli")
+NARROW = [
+    "--kinds",
+    "correct-fqdn",
+    "--ems-versions",
+    "7.2.0",
+    "--client-versions",
+    "7.2.0",
+    "--actions",
+    "deny",
+    "--no-regressions",
+]
+
+
+@pytest.fixture
+def path_without_node(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Point PATH at a folder with the other client programs but no node."""
+    folder = tmp_path / "bin"
+    folder.mkdir()
+    for program in PROGRAMS:
+        found = shutil.which(program)
+        if found is None:
+            pytest.skip(f"{program} is not installed")
+        (folder / program).symlink_to(found)
+    monkeypatch.setenv("PATH", str(folder))
+    return folder
+
+
+@pytest.mark.network_tools
+def test_all_skips_missing_program(
+    lab_dir: Path,
+    tmp_path: Path,
+    path_without_node: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    reports = tmp_path / "reports"
+
+    code = main(
+        [
+            "run",
+            "--lab-dir",
+            str(lab_dir),
+            "--client",
+            "all",
+            *NARROW,
+            "--quiet",
+            "--report-dir",
+            str(reports),
+        ]
+    )
+
+    out = capsys.readouterr().out
+    assert "skipped node" in out
+    assert "install Debian package nodejs" in out
+    assert "PASSED" in out
+    data = json.loads((reports / "report.json").read_text())
+    node = [r for r in data["results"] if r["client"] == "node"]
+    assert node
+    assert {r["status"] for r in node} == {"skipped"}
+    assert "install Debian package nodejs" in node[0]["detail"]
+    assert data["passed"] is True
+    assert {"curl", "openssl", "gnutls"} <= set(data["by_client"])
+    junit = ET.parse(reports / "junit.xml").getroot()
+    assert junit.get("skipped") == str(len(node))
+    assert "nodejs" in (reports / "report.md").read_text()
+    assert "nodejs" in (reports / "report.html").read_text()
+    assert code == 0
+
+
+@pytest.mark.network_tools
+@pytest.mark.parametrize("clients", ["node", "all,node"])
+def test_named_missing_program_fails(
+    lab_dir: Path, path_without_node: Path, clients: str
+) -> None:
+    code = main(["run", "--lab-dir", str(lab_dir), "--client", clients, *NARROW, "-q"])
+
+    assert code == 1
+
+
+def test_help_explains_all(capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["run", "--help"])
+
+    text = " ".join(capsys.readouterr().out.split())
+    assert code == 0
+    assert "every real client found on this machine" in text
+    assert "does not fail the run" in text

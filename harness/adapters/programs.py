@@ -37,6 +37,41 @@ def _last_line(*texts: str) -> str:
     return "no output"
 
 
+# Words of a line that explains a failed verification to a person; OpenSSL
+# library trace lines such as "40C7...:error:0A000086:SSL routines:..." also
+# contain "error:" but are recognised by their colon-separated codes.
+_INFORMATIVE = re.compile(r"verif|certificate|hostname|error:", re.IGNORECASE)
+_LIBRARY_TRACE = re.compile(r"^[0-9A-Fa-f]+:error:[0-9A-Fa-f]+:")
+# Maximum length of the line that :func:`informative_line` returns.
+MAX_INFORMATIVE = 200
+
+
+def informative_line(*texts: str) -> str:
+    """Return the most informative line of a failed client's output.
+
+    The first text with any non-empty line is used. The last line that
+    mentions verification, a certificate, a hostname or "error:" wins unless
+    it is a library trace line; failing that, the last three non-empty lines
+    are joined with " | ". The result is one line of at most
+    :data:`MAX_INFORMATIVE` characters.
+    """
+    for text in texts:
+        lines = [line.strip() for line in text.splitlines() if line.strip()]
+        if not lines:
+            continue
+        human = [
+            line
+            for line in lines
+            if _INFORMATIVE.search(line) and not _LIBRARY_TRACE.match(line)
+        ]
+        chosen = human[-1] if human else " | ".join(lines[-3:])
+        line = " ".join(chosen.split())
+        if len(line) > MAX_INFORMATIVE:
+            return line[: MAX_INFORMATIVE - 3] + "..."
+        return line
+    return "no output"
+
+
 class OpensslAdapter(ProgramAdapter):
     """``openssl s_client`` with ``-verify_return_error``."""
 
@@ -360,9 +395,7 @@ class CommandAdapter(ProgramAdapter):
 
     def __init__(self, template: str | None = None) -> None:
         self.template = template
-        self.words: list[str] = shlex.split(template) if template else []
-        if template is not None and not self.words:
-            raise ValueError("the command template is empty")
+        self.words: list[str] = [] if template is None else split_template(template)
         self.program = self.words[0] if self.words else ""
         if template is not None:
             self.description = f"command template: {template}"
@@ -392,7 +425,10 @@ class CommandAdapter(ProgramAdapter):
         return [_fill(word, values) for word in self.words]
 
     def classify(self, completed: Completed) -> AdapterResult:
-        message = _last_line(completed.stderr, completed.stdout)
+        if completed.returncode == 0:
+            message = _last_line(completed.stderr, completed.stdout)
+        else:
+            message = informative_line(completed.stderr, completed.stdout)
         detail = short_detail(f"exit {completed.returncode}: {message}")
         if completed.returncode == 0:
             return AdapterResult("accepted", detail)
@@ -400,6 +436,38 @@ class CommandAdapter(ProgramAdapter):
 
 
 _PLACEHOLDER = re.compile(r"\{(host|port|servername|cafile)\}")
+# Any {identifier}; braces around other text (JSON, shell) are not placeholders.
+_ANY_PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
+PLACEHOLDERS = ("host", "port", "servername", "cafile")
+
+
+def split_template(template: str) -> list[str]:
+    """Split a command template into words and check its placeholders.
+
+    Raises:
+        ValueError: The template does not split with ``shlex``, is empty, or
+            uses a placeholder other than {host}, {port}, {servername} and
+            {cafile}.
+    """
+    try:
+        words = shlex.split(template)
+    except ValueError as exc:
+        raise ValueError(f"the command template does not split: {exc}") from None
+    if not words:
+        raise ValueError("the command template is empty")
+    unknown = sorted(
+        {
+            match.group(1)
+            for word in words
+            for match in _ANY_PLACEHOLDER.finditer(word)
+            if match.group(1) not in PLACEHOLDERS
+        }
+    )
+    if unknown:
+        names = ", ".join("{" + name + "}" for name in unknown)
+        known = ", ".join("{" + name + "}" for name in PLACEHOLDERS)
+        raise ValueError(f"unknown placeholder {names}; use only {known}")
+    return words
 
 
 def _fill(word: str, values: dict[str, str]) -> str:

@@ -10,6 +10,7 @@ import os
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -48,12 +49,14 @@ from harness.report import (
 )
 from harness.report.summary import plural
 from harness.runner import (
+    PASSING,
     AdapterDriver,
     ClientDriver,
     MockEmsPool,
     ReferenceDriver,
     RunResult,
     ScenarioResult,
+    Status,
     run_scenarios,
     skipped_results,
 )
@@ -83,18 +86,53 @@ def _adapter_names() -> list[str]:
     return list(ADAPTERS)
 
 
+@dataclass(frozen=True)
+class ClientRunResult(RunResult):
+    """A run in which some clients were optional.
+
+    Attributes:
+        optional_clients: Clients selected only through ``--client all``. A
+            skipped result of one of them (its program is missing) does not
+            fail the run.
+    """
+
+    optional_clients: frozenset[str] = frozenset()
+
+    @property
+    def passed(self) -> bool:
+        """Whether every scenario agreed, deviated as documented or was optional."""
+        if self.server_failures:
+            return False
+        return all(
+            result.status in PASSING
+            or (
+                result.status == Status.SKIPPED
+                and result.client in self.optional_clients
+            )
+            for result in self.results
+        )
+
+
 def _make_drivers(
     names: list[str], lab: Lab, cn_fallback: CnFallback, command: str | None
-) -> list[ClientDriver]:
-    """Return one driver per requested client name, reference first."""
+) -> tuple[list[ClientDriver], frozenset[str]]:
+    """Return one driver per requested client name, reference first.
+
+    The second value names the clients that only ``all`` selected: those may
+    be skipped without failing the run.
+    """
     known = _adapter_names()
+    optional: set[str] = set()
     if ALL in names:
+        named = [name for name in names if name != ALL]
         found = []
         for name in known:
             if name == "command" and command is None:
                 continue
             found.append(name)
-        names = [REFERENCE, *found]
+            if name not in named:
+                optional.add(name)
+        names = [REFERENCE, *named, *found]
     drivers: list[ClientDriver] = []
     for name in dict.fromkeys(names):
         if name == REFERENCE:
@@ -107,7 +145,7 @@ def _make_drivers(
                 param_hint="--client",
             )
         drivers.append(AdapterDriver(_get_adapter(name, command), lab, cn_fallback))
-    return drivers
+    return drivers, frozenset(optional)
 
 
 def _get_adapter(name: str, command: str | None) -> Adapter:
@@ -122,11 +160,54 @@ def _get_adapter(name: str, command: str | None) -> Adapter:
     return get_adapter(name)
 
 
+def _check_command(
+    ctx: click.Context, param: click.Parameter, value: str | None
+) -> str | None:
+    """Reject a command template that does not split or has unknown placeholders."""
+    from harness.adapters.programs import split_template
+
+    if value is not None:
+        try:
+            split_template(value)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), ctx=ctx, param=param) from None
+    return value
+
+
+def _check_report_folder(folder: Path, option: str) -> None:
+    """Create ``folder`` if missing and make sure reports can be written there."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        raise click.BadParameter(
+            f"cannot create the folder {folder}: {reason}", param_hint=option
+        ) from None
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise click.BadParameter(
+            f"the folder {folder} is not writable", param_hint=option
+        )
+
+
+def _check_report_paths(report_dir: Path | None, paths: dict[str, Path | None]) -> None:
+    """Fail before the run if any report destination cannot be written."""
+    if report_dir is not None:
+        _check_report_folder(report_dir, "--report-dir")
+    for key, path in paths.items():
+        if path is None:
+            continue
+        option = f"--{key}"
+        if path.is_dir():
+            raise click.BadParameter(f"{path} is a folder", param_hint=option)
+        _check_report_folder(path.parent, option)
+        if path.exists() and not os.access(path, os.W_OK):
+            raise click.BadParameter(f"{path} is not writable", param_hint=option)
+
+
 def _report_paths(
     report_dir: Path | None, **paths: Path | None
 ) -> dict[str, Path | None]:
     if report_dir is not None:
-        report_dir.mkdir(parents=True, exist_ok=True)
         defaults = {
             "json": "report.json",
             "junit": "junit.xml",
@@ -164,14 +245,18 @@ _WRITERS: dict[str, Writer] = {
     metavar="NAME[,NAME...]",
     help="Client under test: 'reference' (the reference endpoint client), an "
     "adapter name such as curl, openssl, gnutls, node, python-ssl, pyopenssl "
-    "or command, or 'all' for the reference client and every adapter "
-    "(missing programs are reported as skipped). Repeatable or comma-separated.",
+    "or command, or 'all' for the reference client and every real client "
+    "found on this machine. With 'all', a client whose program is missing is "
+    "reported as skipped, with an install hint, and does not fail the run; a "
+    "client named explicitly whose program is missing fails the run. "
+    "Repeatable or comma-separated.",
 )
 @click.option(
     "--command",
     "command",
     default=None,
     metavar="TEMPLATE",
+    callback=_check_command,
     help="Command line for the 'command' client, with {host}, {port}, "
     "{servername} and {cafile} placeholders; exit code 0 means accepted.",
 )
@@ -326,11 +411,20 @@ def run(
     """
     mode = CnFallback(cn_fallback)
     selection = _selection(scenario_file, kinds, client_versions, ems_versions, actions)
+    paths = _report_paths(
+        report_dir,
+        json=json_path,
+        junit=junit_path,
+        html=html_path,
+        markdown=markdown_path,
+    )
+    if not list_only:
+        _check_report_paths(report_dir, paths)
     try:
         lab = build_lab(lab_dir)
     except LabError as exc:
         raise HarnessError(str(exc)) from exc
-    drivers = _make_drivers(_split(clients), lab, mode, command)
+    drivers, optional = _make_drivers(_split(clients), lab, mode, command)
     matrices = {d.name: _matrix(d, selection, mode) for d in drivers}
     if not any(matrices.values()):
         raise click.UsageError(
@@ -344,7 +438,7 @@ def run(
                 click.echo(f"{name}:{scenario.id}")
         return EXIT_OK
 
-    result = _run_all(drivers, matrices, lab, mode, jobs, timeout, quiet)
+    result = _run_all(drivers, matrices, lab, mode, jobs, timeout, quiet, optional)
     regressions: list[RegressionEntry] | None = None
     real = [d for d in drivers if isinstance(d, AdapterDriver)]
     if real and not no_regressions:
@@ -352,13 +446,6 @@ def run(
         regressions = run_regressions(
             adapters, lab, mode, jobs=result.jobs, timeout=timeout
         )
-    paths = _report_paths(
-        report_dir,
-        json=json_path,
-        junit=junit_path,
-        html=html_path,
-        markdown=markdown_path,
-    )
     for key, path in paths.items():
         if path is not None:
             try:
@@ -371,6 +458,11 @@ def run(
     if not console.is_terminal:
         # CI logs are often 80 columns wide; long ids then stay on one line.
         console.width = max(console.width, MIN_LOG_WIDTH)
+    for driver in drivers:
+        available, reason = driver.availability()
+        if not available:
+            note = "optional, " if driver.name in optional else ""
+            click.echo(f"skipped {driver.name} ({note}{reason})")
     if quiet:
         verdict = "PASSED" if passed else "FAILED"
         click.echo(f"{verdict}: {plural(len(result.results), 'scenario')}")
@@ -489,6 +581,7 @@ def _run_all(
     jobs: int | None,
     timeout: float,
     quiet: bool,
+    optional: frozenset[str] = frozenset(),
 ) -> RunResult:
     jobs = jobs or os.cpu_count() or 1
     total = sum(len(matrix) for matrix in matrices.values())
@@ -514,7 +607,8 @@ def _run_all(
                 timeout=timeout,
                 on_result=advance,
             )
-    return RunResult(
+    return ClientRunResult(
+        optional_clients=optional,
         results=tuple(results),
         matrices=matrices,
         cn_fallback=mode,

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import datetime as dt
 import ipaddress
 import json
 import os
 import signal
 import tempfile
 import threading
+import time
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -17,7 +19,7 @@ from typing import Any
 import click
 
 from harness.cli import HarnessError, cli
-from harness.ems.server import EmsError, MockEms
+from harness.ems.server import EmsError, EndpointRecord, MockEms
 from harness.ems.settings import (
     EmsSettings,
     ImportedCertificate,
@@ -213,8 +215,23 @@ def serve(**options: Any) -> None:
             ems.stop()
         except EmsError as exc:
             raise HarnessError(str(exc)) from exc
-    records = [dataclasses.asdict(e) for e in endpoints.values()]
-    click.echo(json.dumps({"endpoints": records}, sort_keys=True))
+    click.echo(json.dumps({"endpoints": _endpoint_records(endpoints)}, sort_keys=True))
+
+
+def _endpoint_records(endpoints: dict[str, EndpointRecord]) -> list[dict[str, Any]]:
+    """Return the endpoint records with ``last_seen`` as ISO 8601 UTC time.
+
+    The server stores ``last_seen`` as a ``time.monotonic()`` reading; one
+    offset to the wall clock, taken here, converts every record.
+    """
+    offset = time.time() - time.monotonic()
+    records = []
+    for endpoint in endpoints.values():
+        record = dataclasses.asdict(endpoint)
+        wall = dt.datetime.fromtimestamp(endpoint.last_seen + offset, dt.UTC)
+        record["last_seen"] = wall.isoformat(timespec="milliseconds")
+        records.append(record)
+    return records
 
 
 def _check_loopback(listen_address: str, options: dict[str, Any]) -> None:
