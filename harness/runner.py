@@ -275,16 +275,13 @@ def differences(expected: Expectation, observed: Observed) -> list[str]:
     return found
 
 
-def _run_one(
-    driver: ClientDriver,
-    scenario: MatrixScenario,
-    servers: ServerPool,
-    workdir: Path,
-    timeout: float,
-) -> ScenarioResult:
+def _expect(
+    driver: ClientDriver, scenario: MatrixScenario
+) -> Expectation | ScenarioResult:
+    """Return the oracle's expectation, or an ``error`` result if the oracle fails."""
     started = time.monotonic()
     try:
-        expected = driver.expectation(scenario)
+        return driver.expectation(scenario)
     except Exception as exc:  # the oracle's failure is a result, not a crash
         logger.exception("oracle failed on %s", scenario.id)
         return ScenarioResult(
@@ -296,6 +293,17 @@ def _run_one(
             f"oracle failed: {type(exc).__name__}: {exc}",
             time.monotonic() - started,
         )
+
+
+def _run_one(
+    driver: ClientDriver,
+    scenario: MatrixScenario,
+    expected: Expectation,
+    servers: ServerPool,
+    workdir: Path,
+    timeout: float,
+) -> ScenarioResult:
+    started = time.monotonic()
     try:
         server = servers.address(scenario.presented_kind)
         with _scenario_folder(workdir):
@@ -411,9 +419,22 @@ def run_scenarios(
         stack.callback(pool.shutdown, wait=False, cancel_futures=True)
 
         def submit(index: int) -> concurrent.futures.Future[ScenarioResult]:
+            # The oracle runs here, in the submitting thread, while the
+            # workers wait on the network, so a worker only connects and
+            # observes. At most two scenarios per worker wait between this
+            # and the connection, so the oracle's clock stays that close.
             scenario = scenarios[index]
+            expected = _expect(driver, scenario)
+            if isinstance(expected, ScenarioResult):
+                failed: concurrent.futures.Future[ScenarioResult] = (
+                    concurrent.futures.Future()
+                )
+                failed.set_result(expected)
+                return failed
             workdir = scratch / str(index)
-            return pool.submit(_run_one, driver, scenario, servers, workdir, timeout)
+            return pool.submit(
+                _run_one, driver, scenario, expected, servers, workdir, timeout
+            )
 
         collected = _collect(
             submit,

@@ -242,7 +242,10 @@ class _Session:
     def send(
         self, msg_type: MessageType, payload: dict[str, Any], timeout: float
     ) -> None:
-        data = encode_frame(msg_type, payload)
+        self.send_bytes(encode_frame(msg_type, payload), timeout)
+
+    def send_bytes(self, data: bytes, timeout: float) -> None:
+        """Write encoded frames, retrying until all are sent or ``timeout``."""
         deadline = _Deadline(timeout)
         offset = 0
         while offset < len(data):
@@ -288,6 +291,28 @@ def _client_context() -> SSL.Context:
     return context
 
 
+def _open_tcp(host: str, port: int, timeout: float) -> socket.socket:
+    """Open a TCP connection, skipping the resolver for an IP address literal.
+
+    ``getaddrinfo`` on a literal returns that address alone, so connecting to
+    it directly is the same connection without the resolver call.
+    """
+    for family in (socket.AF_INET, socket.AF_INET6):
+        try:
+            socket.inet_pton(family, host)
+        except OSError:
+            continue
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            sock.settimeout(timeout)
+            sock.connect((host, port))
+        except BaseException:
+            sock.close()
+            raise
+        return sock
+    return socket.create_connection((host, port), timeout=timeout)
+
+
 @functools.lru_cache(maxsize=1024)
 def _sni(reference: str) -> bytes | None:
     # Cached because UTS 46 mapping in idna takes longer than the rest of
@@ -324,7 +349,8 @@ class EndpointClient:
             telemetry read and write.
         endpoint_id: Identifier sent in REGISTER; random when omitted.
         persist_profile: Store the action of a received profile.
-        telemetry_idle: Seconds to wait for a further COMMAND before BYE.
+        telemetry_idle: Seconds to wait for a further COMMAND before BYE. At
+            zero or less, BYE goes out in the same write as ENDPOINT_INFO.
     """
 
     def __init__(
@@ -426,7 +452,7 @@ class EndpointClient:
     def _handshake(
         self, host: str, port: int, reference: str
     ) -> tuple[_Session, list[bytes], str]:
-        sock = socket.create_connection((host, port), timeout=self.timeout)
+        sock = _open_tcp(host, port, self.timeout)
         try:
             # The session writes small frames back to back (ENDPOINT_INFO,
             # then BYE); Nagle's algorithm would hold each behind an ACK.
@@ -604,11 +630,17 @@ class EndpointClient:
             for frame in frames:
                 self._handle_frame(session, frame, state)
             if not info_sent and "license" in state and "config" in state:
-                session.send(
+                info = encode_frame(
                     MessageType.ENDPOINT_INFO,
                     {"os": "linux", "ip": session.sock.getsockname()[0]},
-                    self.timeout,
                 )
+                if self.telemetry_idle <= 0:
+                    # No wait for COMMAND, so ENDPOINT_INFO and BYE leave in
+                    # one TLS write and the server reads both at once.
+                    bye = encode_frame(MessageType.BYE, {})
+                    session.send_bytes(info + bye, self.timeout)
+                    return
+                session.send_bytes(info, self.timeout)
                 info_sent = True
         session.send(MessageType.BYE, {}, self.timeout)
 

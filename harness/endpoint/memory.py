@@ -19,12 +19,16 @@ allow never carries over to another EMS or port. Every change is a
 read-modify-write under an exclusive ``flock`` on a ``.lock`` file next to
 the data file (the data file itself is replaced, so it cannot carry the
 lock), and the new content is written to a temporary file, flushed to disk
-and renamed over the old one.
+and renamed over the old one. Because of that rename a reader always sees a
+whole old or whole new file, so reads take no lock. A :class:`MemoryFile`
+keeps what it last read and reads again only when ``os.stat`` shows another
+inode, size, modification or change time.
 """
 
 from __future__ import annotations
 
 import contextlib
+import copy
 import datetime as dt
 import fcntl
 import json
@@ -99,16 +103,16 @@ class MemoryFile:
         self._path_text = str(self.path)
         self._lock_text = str(self.lock_path)
         self._folder_text = str(self.path.parent)
+        # The stat key of the file last read and its checked content, in one
+        # attribute so that threads sharing this object replace both at once.
+        self._cache: tuple[_StatKey, dict[str, Any]] | None = None
 
     @contextlib.contextmanager
     def _locked(self, mode: int) -> Iterator[None]:
         # The file is created on first write but its folder is not, so a typo
         # in the path fails instead of leaving new folders behind.
         if not os.path.isdir(self._folder_text):
-            raise MemoryFileError(
-                f"folder {self.path.parent} of remembered-certificate file "
-                f"{self.path.name} does not exist; create it or choose another path"
-            )
+            raise self._missing_folder_error()
         try:
             handle = open(self._lock_text, "a+b")  # noqa: SIM115
         except OSError as exc:
@@ -122,12 +126,49 @@ class MemoryFile:
             finally:
                 fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
+    def _missing_folder_error(self) -> MemoryFileError:
+        return MemoryFileError(
+            f"folder {self.path.parent} of remembered-certificate file "
+            f"{self.path.name} does not exist; create it or choose another path"
+        )
+
+    def _snapshot(self) -> dict[str, Any]:
+        """Return the file's checked content, shared with later calls: read only.
+
+        The file is read again only when its stat key changed since the last
+        read, so a client that consults the file several times per connection
+        parses it once. A missing file reads as empty, and a missing folder
+        raises like a write does.
+        """
+        try:
+            stat = os.stat(self._path_text)
+        except FileNotFoundError:
+            if not os.path.isdir(self._folder_text):
+                raise self._missing_folder_error() from None
+            return _empty()
+        except OSError as exc:
+            raise MemoryFileError(
+                f"cannot read remembered-certificate file {self.path}: {exc}"
+            ) from exc
+        cache = self._cache
+        if cache is not None and cache[0] == _stat_key(stat):
+            return cache[1]
+        data, key = self._read_keyed()
+        if key is not None:
+            self._cache = (key, data)
+        return data
+
     def _read(self) -> dict[str, Any]:
+        return self._read_keyed()[0]
+
+    def _read_keyed(self) -> tuple[dict[str, Any], _StatKey | None]:
+        """Return the checked content and the stat key of the file read."""
         try:
             with open(self._path_text, encoding="utf-8") as handle:
+                key = _stat_key(os.fstat(handle.fileno()))
                 text = handle.read()
         except FileNotFoundError:
-            return {"schema": SCHEMA, "remembered": {}}
+            return _empty(), None
         except (OSError, UnicodeDecodeError) as exc:
             raise MemoryFileError(
                 f"cannot read remembered-certificate file {self.path}: {exc}"
@@ -145,7 +186,7 @@ class MemoryFile:
                 f"remembered-certificate file {self.path} is invalid: {problem}; "
                 "repair or delete it"
             )
-        return data  # type: ignore[no-any-return]
+        return data, key
 
     def _write(self, data: dict[str, Any]) -> None:
         body = json.dumps(data, indent=2, sort_keys=True).encode() + b"\n"
@@ -180,12 +221,11 @@ class MemoryFile:
             MemoryFileError: the file is unreadable, not JSON or not in the
                 expected shape. The file is never reset silently.
         """
-        with self._locked(fcntl.LOCK_SH):
-            return self._read()
+        return copy.deepcopy(self._snapshot())
 
     def lookup(self, reference: str, port: int) -> RememberedCert | None:
         """Return the entry remembered for the EMS at ``reference``:``port``."""
-        entry = self.load()["remembered"].get(ems_key(reference, port))
+        entry = self._snapshot()["remembered"].get(ems_key(reference, port))
         if entry is None:
             return None
         return RememberedCert(
@@ -218,7 +258,7 @@ class MemoryFile:
 
     def profile(self) -> ProfileState | None:
         """Return the persisted profile, or ``None`` if none arrived yet."""
-        raw = self.load().get("profile")
+        raw = self._snapshot().get("profile")
         if raw is None:
             return None
         return ProfileState(
@@ -238,6 +278,20 @@ class MemoryFile:
             data["profile"] = profile
 
         self._update(change)
+
+
+# Inode, size, modification and change time in nanoseconds. A write renames
+# a new file into place, which changes the inode of the current file. A stale
+# match would need a reused inode number with equal size and times.
+_StatKey = tuple[int, int, int, int]
+
+
+def _stat_key(stat: os.stat_result) -> _StatKey:
+    return (stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
+
+
+def _empty() -> dict[str, Any]:
+    return {"schema": SCHEMA, "remembered": {}}
 
 
 _REASON_VALUES = frozenset(reason.value for reason in Reason)
