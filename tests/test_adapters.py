@@ -18,6 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives import serialization
 from OpenSSL import SSL
 
 from harness.adapters import (
@@ -444,8 +445,13 @@ def test_trust_environment_is_ignored(
     cert_lab: Lab,
     servers: dict[str, ChainServer],
     monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
 ) -> None:
-    private_root = cert_lab.directory / "ca" / "private-root.pem"
+    private_root = tmp_path / "ca" / "private-root.pem"
+    private_root.parent.mkdir()
+    private_root.write_bytes(
+        cert_lab.role_certs["private-root"].public_bytes(serialization.Encoding.PEM)
+    )
     for name in ("SSL_CERT_FILE", "CURL_CA_BUNDLE", "NODE_EXTRA_CA_CERTS"):
         monkeypatch.setenv(name, str(private_root))
     monkeypatch.setenv("SSL_CERT_DIR", str(private_root.parent))

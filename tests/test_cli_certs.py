@@ -48,7 +48,7 @@ def test_build_writes_manifest(
     assert code == 0
     manifest = json.loads((out_dir / "manifest.json").read_text())
     assert [entry["kind"] for entry in manifest["kinds"]] == ["correct-fqdn"]
-    assert (out_dir / "kinds" / "correct-fqdn" / "key.pem").stat().st_mode & 0o777 == (
+    assert (out_dir / "kinds" / "correct-fqdn.key.pem").stat().st_mode & 0o777 == (
         0o600
     )
     assert "built 1 kinds" in capsys.readouterr().out

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives import serialization
 
 from harness.cli import main
 from harness.ems.telemetry import Frame, FrameDecoder, MessageType, encode_frame
@@ -322,9 +323,14 @@ def test_curl_verifies_certificate(served: Served) -> None:
 
 @pytest.mark.network_tools
 @needs_curl
-def test_curl_wrong_trust_store_fails(served: Served, cert_lab: Lab) -> None:
+def test_curl_wrong_trust_store_fails(
+    served: Served, cert_lab: Lab, tmp_path: Path
+) -> None:
     # The private root signs nothing the EMS sends, so verification must fail.
-    other_root = cert_lab.directory / "ca" / "private-root.pem"
+    other_root = tmp_path / "private-root.pem"
+    other_root.write_bytes(
+        cert_lab.role_certs["private-root"].public_bytes(serialization.Encoding.PEM)
+    )
 
     result = _curl(served, str(other_root))
 

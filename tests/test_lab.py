@@ -115,12 +115,24 @@ def test_key_file_private_and_matching(cert_lab: Lab, kind: str) -> None:
     assert key.public_key() == leaf.public_key()
 
 
-def test_ca_key_files_private(cert_lab: Lab) -> None:
-    for role in ROLES:
-        path = cert_lab.directory / "ca" / f"{role}.key"
+def test_ca_key_bundle_private(cert_lab: Lab) -> None:
+    path = cert_lab.directory / "ca-keys.pem"
 
-        serialization.load_pem_private_key(path.read_bytes(), None)
-        assert path.stat().st_mode & 0o777 == 0o600, role
+    assert path.stat().st_mode & 0o777 == 0o600
+    for role in ROLES:
+        key = cert_lab.role_key(role)
+        assert key.public_key() == cert_lab.role_certs[role].public_key(), role
+
+
+def test_ca_bundles_list_roles_in_order(cert_lab: Lab) -> None:
+    for name in ("ca-certs.pem", "ca-keys.pem"):
+        text = (cert_lab.directory / name).read_text()
+        markers = [
+            line.removeprefix("# CA role: ")
+            for line in text.splitlines()
+            if line.startswith("# CA role: ")
+        ]
+        assert markers == list(ROLES), name
 
 
 @pytest.mark.parametrize("kind", KIND_NAMES)
@@ -277,6 +289,26 @@ def test_missing_kind_file_rebuilds(tmp_path: Path) -> None:
     assert _fingerprints(second) != _fingerprints(first)
 
 
+def test_missing_ca_bundle_rebuilds(tmp_path: Path) -> None:
+    first = build_lab(tmp_path, kinds=FEW_KINDS)
+    (tmp_path / "ca-keys.pem").unlink()
+
+    second = build_lab(tmp_path, kinds=FEW_KINDS)
+
+    assert (tmp_path / "ca-keys.pem").is_file()
+    assert _fingerprints(second) != _fingerprints(first)
+
+
+def test_damaged_ca_bundle_raises(tmp_path: Path) -> None:
+    build_lab(tmp_path, kinds=FEW_KINDS)
+    (tmp_path / "ca-certs.pem").write_text("# CA role: public-root\n")
+
+    warm = build_lab(tmp_path, kinds=FEW_KINDS)
+
+    with pytest.raises(LabError, match="cached CA bundle"):
+        warm.role_window("public-root")
+
+
 # Key types, errors and footprint
 
 
@@ -321,11 +353,10 @@ def test_nothing_written_outside_lab_folder(tmp_path: Path) -> None:
 
     assert [p.name for p in tmp_path.iterdir()] == ["lab"]
     names = {p.relative_to(lab_dir).as_posix() for p in lab_dir.rglob("*")}
-    expected = {".lock", "ca", "kinds", "manifest.json", "trust-store.pem"}
-    expected |= {f"ca/{role}.{ext}" for role in ROLES for ext in ("pem", "key")}
+    expected = {".lock", "kinds", "manifest.json", "trust-store.pem"}
+    expected |= {"ca-certs.pem", "ca-keys.pem"}
     for name in FEW_KINDS:
-        expected |= {f"kinds/{name}"}
-        expected |= {f"kinds/{name}/{f}" for f in ("leaf.pem", "chain.pem", "key.pem")}
+        expected |= {f"kinds/{name}.{f}" for f in ("leaf.pem", "chain.pem", "key.pem")}
     assert names == expected
 
 

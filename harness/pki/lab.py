@@ -42,7 +42,9 @@ from harness.pki.roles import ROLES, CaRole
 
 logger = logging.getLogger(__name__)
 
-MANIFEST_SCHEMA = 1
+# 2: flat kind files (kinds/NAME.leaf.pem) and one bundle each for CA
+# certificates and CA keys, in place of a folder per kind and two files per role.
+MANIFEST_SCHEMA = 2
 # A cached build is reused for this long. Every declared window in the
 # catalogue keeps its class (valid, expired, not yet valid) for at least a day
 # after the build, so the cache never serves a kind whose time class changed.
@@ -50,6 +52,13 @@ CACHE_MAX_AGE = dt.timedelta(hours=12)
 
 PrivateKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
 _Parsed = TypeVar("_Parsed")
+
+# All CA certificates in one PEM bundle and all CA keys in one 0600 bundle,
+# in role order, each block after a "# CA role: NAME" line. Two files instead
+# of two per role, because file creation dominates a cold build on disk.
+CA_CERTS_FILE = "ca-certs.pem"
+CA_KEYS_FILE = "ca-keys.pem"
+_ROLE_MARKER = b"# CA role: "
 
 _EKU_OIDS: dict[str, x509.ObjectIdentifier] = {
     "serverAuth": ExtendedKeyUsageOID.SERVER_AUTH,
@@ -195,6 +204,35 @@ def _load_key(pem: bytes) -> PrivateKey:
     if not isinstance(key, ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey):
         raise LabError(f"unsupported key type {type(key).__name__}")
     return key
+
+
+def _role_bundle(blocks: dict[str, bytes]) -> bytes:
+    """Join PEM blocks by role into one bundle, each after its marker line."""
+    return b"".join(
+        b"%s%s\n%s" % (_ROLE_MARKER, role.encode(), pem) for role, pem in blocks.items()
+    )
+
+
+def _split_role_bundle(data: bytes) -> dict[str, bytes]:
+    """Return the PEM blocks of a role bundle by role name.
+
+    Raises:
+        ValueError: a declared role has no block, or text precedes the first
+            marker line.
+    """
+    blocks: dict[str, list[bytes]] = {}
+    current: list[bytes] | None = None
+    for line in data.splitlines(keepends=True):
+        if line.startswith(_ROLE_MARKER):
+            current = blocks.setdefault(line[len(_ROLE_MARKER) :].strip().decode(), [])
+        elif current is None:
+            raise ValueError("text before the first CA role marker")
+        else:
+            current.append(line)
+    missing = [role for role in ROLES if role not in blocks]
+    if missing:
+        raise ValueError(f"no block for CA roles {', '.join(missing)}")
+    return {role: b"".join(lines) for role, lines in blocks.items()}
 
 
 def _write_file(path: Path, data: bytes, mode: int, *, atomic: bool) -> None:
@@ -391,9 +429,9 @@ class Lab:
     ) -> None:
         """Create a lab rooted in ``directory``.
 
-        ``role_certs`` and ``role_keys`` left as ``None`` are read from
-        ``ca/ROLE.pem`` and ``ca/ROLE.key`` on first use, so that loading a
-        cached build parses no certificate or key that nobody uses.
+        ``role_certs`` and ``role_keys`` left as ``None`` are read from the
+        ``ca-certs.pem`` and ``ca-keys.pem`` bundles on first use, so that
+        loading a cached build parses no CA certificate or key until one is used.
         """
         self.directory = directory
         self.key_type = key_type
@@ -413,30 +451,28 @@ class Lab:
             LabError: a cached CA certificate cannot be read or parsed.
         """
         if self._role_certs is None:
-            self._role_certs = {
-                name: self._read_role_file(name, "pem", x509.load_pem_x509_certificate)
-                for name in ROLES
-            }
+            self._role_certs = self._read_role_bundle(
+                CA_CERTS_FILE, x509.load_pem_x509_certificate
+            )
         return self._role_certs
 
     def _role_key_map(self) -> dict[str, PrivateKey]:
         if self._role_keys is None:
-            self._role_keys = {
-                name: self._read_role_file(name, "key", _load_key) for name in ROLES
-            }
+            self._role_keys = self._read_role_bundle(CA_KEYS_FILE, _load_key)
         return self._role_keys
 
-    def _read_role_file(
-        self, role: str, suffix: str, parse: Callable[[bytes], _Parsed]
-    ) -> _Parsed:
-        path = self.directory / "ca" / f"{role}.{suffix}"
+    def _read_role_bundle(
+        self, name: str, parse: Callable[[bytes], _Parsed]
+    ) -> dict[str, _Parsed]:
+        path = self.directory / name
         try:
-            return parse(path.read_bytes())
+            blocks = _split_role_bundle(path.read_bytes())
+            return {role: parse(blocks[role]) for role in ROLES}
         except (OSError, ValueError) as exc:
             # NOTE: a warm load only checks that the CA files exist, so a file
             # damaged after the build shows up here rather than as a rebuild.
             raise LabError(
-                f"cached CA file {path} is unreadable ({exc}); "
+                f"cached CA bundle {path} is unreadable ({exc}); "
                 "rebuild the lab with force=True"
             ) from exc
 
@@ -589,7 +625,7 @@ class Lab:
         return IssuedLeaf(cert, _key_pem(key), chain, leaf_pem)
 
     def write_kind(self, kind: CertKind) -> BuiltKind:
-        """Issue ``kind``'s leaf and write its files under ``kinds/NAME/``."""
+        """Issue ``kind``'s leaf and write its three files under ``kinds/``."""
         built, files = self._issue_kind(kind)
         _write_files(files)
         return built
@@ -625,13 +661,14 @@ def _built_kind(
     not_after: dt.datetime,
 ) -> BuiltKind:
     # Paths from one f-string each: pathlib's joining took a noticeable share
-    # of a warm build.
-    folder = f"{directory}/kinds/{kind.name}"
+    # of a warm build. All kinds share one folder, because a folder per kind
+    # cost one more mkdir each on a cold build.
+    stem = f"{directory}/kinds/{kind.name}"
     return BuiltKind(
         kind=kind,
-        leaf_path=Path(f"{folder}/leaf.pem"),
-        chain_path=Path(f"{folder}/chain.pem"),
-        key_path=Path(f"{folder}/key.pem"),
+        leaf_path=Path(f"{stem}.leaf.pem"),
+        chain_path=Path(f"{stem}.chain.pem"),
+        key_path=Path(f"{stem}.key.pem"),
         leaf_sha256=leaf_sha256,
         not_before=not_before,
         not_after=not_after,
@@ -769,7 +806,7 @@ def _manifest(lab: Lab, digest: str) -> dict[str, Any]:
     trust_store = _relative(lab.trust_store_path, base)
     roles = {
         name: {
-            "cert": f"ca/{name}.pem",
+            "cert": CA_CERTS_FILE,
             "in_store": ROLES[name].in_store,
             "not_before": lab.role_window(name)[0].isoformat(),
             "not_after": lab.role_window(name)[1].isoformat(),
@@ -887,14 +924,9 @@ def _is_file(path: str) -> bool:
 
 
 def _missing_role_files(directory: Path) -> list[str]:
-    """Return the CA files of a cached build that are not regular files."""
-    try:
-        with os.scandir(directory / "ca") as entries:
-            present = {entry.name for entry in entries if entry.is_file()}
-    except FileNotFoundError:
-        present = set()
-    expected = [f"{name}.{suffix}" for name in ROLES for suffix in ("pem", "key")]
-    return [name for name in expected if name not in present]
+    """Return the CA bundles of a cached build that are not regular files."""
+    names = (CA_CERTS_FILE, CA_KEYS_FILE)
+    return [name for name in names if not _is_file(f"{directory}/{name}")]
 
 
 def _inside(directory: Path, relative: str) -> Path:
@@ -916,7 +948,6 @@ def _lab_from_manifest(
 
     Raises:
         KeyError, TypeError, ValueError: the manifest is malformed.
-        OSError: the CA folder cannot be listed.
     """
     built_at = dt.datetime.fromisoformat(manifest["built_at"])
     now = _now()
@@ -1004,12 +1035,12 @@ def _build_fresh(root: Path, digest: str, key_type: str, names: list[str]) -> La
     lab = Lab(root, key_type, built_at, role_certs, role_keys)
     lab._trustme_cas.update(trustme_cas)
 
-    files = []
-    for name in role_certs:
-        ca_file = f"{root}/ca/{name}"
-        files.append(_PendingFile(f"{ca_file}.pem", lab._role_pem(name), 0o644))
-        key_pem = _key_pem(role_keys[name])
-        files.append(_PendingFile(f"{ca_file}.key", key_pem, 0o600))
+    certs = _role_bundle({name: lab._role_pem(name) for name in ROLES})
+    keys = _role_bundle({name: _key_pem(role_keys[name]) for name in ROLES})
+    files = [
+        _PendingFile(f"{root}/{CA_CERTS_FILE}", certs, 0o644),
+        _PendingFile(f"{root}/{CA_KEYS_FILE}", keys, 0o600),
+    ]
     store = b"".join(lab._role_pem(r.name) for r in ROLES.values() if r.in_store)
     files.append(_PendingFile(str(lab.trust_store_path), store, 0o644))
 
