@@ -13,7 +13,10 @@ Every example is a real certificate issued by the lab from a generated
 Where a peer's rules differ on purpose, the difference is an entry of
 :data:`KNOWN_DIFFERENCES` with its reason; the properties allow exactly those
 disagreements and :func:`test_known_difference_still_holds` shows each one
-on a concrete certificate.
+on a concrete certificate. When a property fails, the falsifying example
+that Hypothesis reports is written as a regression file under
+``fixtures/hypothesis/`` by
+:func:`harness.hypothesis_fixtures.record_identity_failures`.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from service_identity.cryptography import (
 
 from harness.ems.server import MockEms
 from harness.endpoint.identity import matches_reference
+from harness.hypothesis_fixtures import record_identity_failures
 from harness.model import CnFallback
 from harness.oracle.standards import identity_matches
 from harness.pki import Lab, LeafSpec
@@ -242,36 +246,43 @@ def identity_ems(cert_lab: Lab) -> Iterator[MockEms]:
 def test_oracle_agrees_with_matcher(
     cert_lab: Lab, mode: CnFallback, case: IdentityCase
 ) -> None:
-    cert = cert_lab.issue(case.leaf).cert
+    with record_identity_failures(case, mode, "test_oracle_agrees_with_matcher"):
+        cert = cert_lab.issue(case.leaf).cert
 
-    declared = identity_matches(case.leaf, case.reference, mode)
-    parsed = matches_reference(cert, case.reference, mode)
+        declared = identity_matches(case.leaf, case.reference, mode)
+        parsed = matches_reference(cert, case.reference, mode)
 
-    assert parsed == declared, f"{mode}: oracle {declared}, matcher {parsed}"
+        assert parsed == declared, f"{mode}: oracle {declared}, matcher {parsed}"
 
 
 @given(case=identity_cases())
 def test_matcher_agrees_with_openssl(
     cert_lab: Lab, identity_ems: MockEms, case: IdentityCase
 ) -> None:
-    cert = cert_lab.issue(case.leaf).cert
-    matcher = matches_reference(cert, case.reference, CnFallback.WHEN_NO_SAN)
+    mode = CnFallback.WHEN_NO_SAN
+    with record_identity_failures(case, mode, "test_matcher_agrees_with_openssl"):
+        cert = cert_lab.issue(case.leaf).cert
+        matcher = matches_reference(cert, case.reference, mode)
 
-    peer = openssl_matches(identity_ems, cert_lab, case)
+        peer = openssl_matches(identity_ems, cert_lab, case)
 
-    _check_agreement(OPENSSL, case, matcher, peer)
+        _check_agreement(OPENSSL, case, matcher, peer)
 
 
 @given(case=identity_cases())
 def test_matcher_agrees_with_service_identity(
     cert_lab: Lab, case: IdentityCase
 ) -> None:
-    cert = cert_lab.issue(case.leaf).cert
-    matcher = matches_reference(cert, case.reference, CnFallback.NEVER)
+    mode = CnFallback.NEVER
+    with record_identity_failures(
+        case, mode, "test_matcher_agrees_with_service_identity"
+    ):
+        cert = cert_lab.issue(case.leaf).cert
+        matcher = matches_reference(cert, case.reference, mode)
 
-    peer = service_identity_matches(case, cert_lab)
+        peer = service_identity_matches(case, cert_lab)
 
-    _check_agreement(SERVICE_IDENTITY, case, matcher, peer)
+        _check_agreement(SERVICE_IDENTITY, case, matcher, peer)
 
 
 @pytest.mark.parametrize(

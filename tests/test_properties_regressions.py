@@ -6,9 +6,11 @@ right result. :func:`test_regression_case` issues the leaf and checks both
 the oracle and the reference matcher against it, so a failure found once is
 checked on every run, whatever the Hypothesis database holds.
 
-:func:`record_identity_failure` writes such a file for a failing case;
-:func:`test_broken_matcher_is_caught_and_shrinks` shows the loop end to end
-with a matcher that lets a wildcard cover two labels.
+:func:`~harness.hypothesis_fixtures.record_identity_failures` writes such a
+file whenever an identity property fails;
+:func:`test_broken_matcher_is_caught_and_shrinks` and
+:func:`test_failing_property_writes_one_file` show the loop end to end with a
+matcher that lets a wildcard cover two labels.
 """
 
 from __future__ import annotations
@@ -20,47 +22,24 @@ from pathlib import Path
 
 import pytest
 from cryptography import x509
-from hypothesis import HealthCheck, find, settings
+from hypothesis import HealthCheck, find, given, settings
 
 from harness.endpoint import identity
+from harness.hypothesis_fixtures import (
+    DEFAULT_FIXTURES_DIR,
+    FIXTURES_ENV,
+    record_identity_failure,
+    record_identity_failures,
+)
 from harness.model import CnFallback
 from harness.oracle.standards import identity_matches
 from harness.pki import Lab, LeafSpec
 from harness.strategies import IdentityCase, identity_cases
 
-REGRESSION_DIR = Path(__file__).resolve().parents[1] / "fixtures" / "hypothesis"
+REGRESSION_DIR = DEFAULT_FIXTURES_DIR
 SEED_CASE = "identity-wildcard-covers-two-labels.json"
 
 Matcher = Callable[[x509.Certificate, str, CnFallback], bool]
-
-
-def case_record(
-    name: str, case: IdentityCase, mode: CnFallback, expected: bool, note: str
-) -> dict[str, object]:
-    """Return the JSON form of a regression case."""
-    return {
-        "name": name,
-        "property": "identity",
-        "note": note,
-        **case.describe(),
-        "cn_fallback": mode.value,
-        "expected_match": expected,
-    }
-
-
-def record_identity_failure(
-    name: str, case: IdentityCase, mode: CnFallback, note: str, folder: Path
-) -> Path:
-    """Write a failing identity case as ``folder/NAME.json`` and return the path.
-
-    The right result is the oracle's, which reads only the declared names.
-    Review the file, then keep it under ``fixtures/hypothesis/``.
-    """
-    expected = identity_matches(case.leaf, case.reference, mode)
-    path = folder / f"{name}.json"
-    record = case_record(name, case, mode, expected, note)
-    path.write_text(json.dumps(record, indent=2, ensure_ascii=False) + "\n")
-    return path
 
 
 def load_case(path: Path) -> tuple[IdentityCase, CnFallback, bool]:
@@ -171,3 +150,59 @@ def test_broken_matcher_is_caught_and_shrinks(
     assert json.loads(path.read_text()) == json.loads(
         (REGRESSION_DIR / SEED_CASE).read_text()
     )
+
+
+@pytest.mark.slow
+def test_failing_property_writes_one_file(
+    cert_lab: Lab,
+    broken_matcher: Matcher,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    import test_properties_identity as properties
+
+    monkeypatch.setattr(properties, "matches_reference", broken_matcher)
+    monkeypatch.setenv(FIXTURES_ENV, str(tmp_path))
+    mode = CnFallback.WHEN_NO_SAN
+    oracle_property = properties.test_oracle_agrees_with_matcher.hypothesis.inner_test
+
+    # The property's own body, run with enough examples to find the bug.
+    @settings(
+        max_examples=5000,
+        database=None,
+        deadline=None,
+        report_multiple_bugs=False,
+        suppress_health_check=[HealthCheck.too_slow],
+    )
+    @given(case=identity_cases())
+    def property_with_broken_matcher(case: IdentityCase) -> None:
+        oracle_property(cert_lab=cert_lab, mode=mode, case=case)
+
+    with pytest.raises(AssertionError, match="oracle False, matcher True"):
+        property_with_broken_matcher()
+
+    written = sorted(tmp_path.iterdir())
+    assert len(written) == 1
+    record = json.loads(written[0].read_text())
+    assert record["name"] == written[0].stem
+    assert record["reference"] == "a.a.a.a"
+    assert record["dns_names"] == ["*.a.a"]
+    assert record["common_names"] == []
+    assert record["ip_addresses"] == []
+    assert record["cn_fallback"] == mode.value
+    assert record["expected_match"] is False
+    assert "test_oracle_agrees_with_matcher" in record["note"]
+
+
+def test_recorder_outside_hypothesis_writes_nothing(tmp_path: Path) -> None:
+    case, mode, _ = load_case(REGRESSION_DIR / SEED_CASE)
+
+    with record_identity_failures(case, mode, "no property", folder=tmp_path):
+        pass
+    with (
+        pytest.raises(AssertionError),
+        record_identity_failures(case, mode, "no property", folder=tmp_path),
+    ):
+        raise AssertionError("outside Hypothesis")
+
+    assert list(tmp_path.iterdir()) == []
