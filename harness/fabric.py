@@ -42,7 +42,7 @@ RENEWAL_TRUST_SINCE = Version((7, 2, 4))
 
 
 class FabricReason(enum.StrEnum):
-    """Why the connector is down."""
+    """Reason the connector is down."""
 
     NOT_AUTHORIZED = "not-authorized"
     FINGERPRINT_CHANGED = "fingerprint-changed"
@@ -55,7 +55,7 @@ class FabricReason(enum.StrEnum):
 
 @dataclass(frozen=True)
 class FabricStatus:
-    """What the connector did with one presented chain.
+    """Result of the connector checking one presented chain.
 
     Attributes:
         up: Whether the connector trusts the EMS and is connected.

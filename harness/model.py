@@ -10,7 +10,7 @@ import enum
 
 
 class Reason(enum.StrEnum):
-    """Why a certificate is invalid under standards validation."""
+    """Reason a certificate is invalid under standards validation."""
 
     HOSTNAME_MISMATCH = "hostname-mismatch"
     EXPIRED = "expired"
@@ -47,7 +47,7 @@ class Answer(enum.StrEnum):
 
 
 class ActionSource(enum.StrEnum):
-    """Where a client's current action came from, highest priority first."""
+    """Origin of a client's current action, highest priority first."""
 
     PROFILE = "profile"
     INSTALLER = "installer"

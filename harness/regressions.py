@@ -929,7 +929,7 @@ def judge_adapter_result(
 
 @dataclass(frozen=True)
 class StepResult:
-    """What one scripted step did.
+    """Result of one scripted step.
 
     Attributes:
         observation: The reference client's observation.

@@ -108,7 +108,7 @@ class DifferentialResult:
         return len(full) > 1 or any(v.deviates for v in self.verdicts)
 
     def signature(self) -> str:
-        """A key that groups results with the same input shape and verdicts."""
+        """Return a key that groups results with the same input shape and verdicts."""
         votes = ",".join(f"{v.stack}={v.accepted}" for v in self.verdicts)
         return f"{self.case.label}|{votes}"
 

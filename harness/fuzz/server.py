@@ -215,7 +215,7 @@ def _json_values() -> st.SearchStrategy[Any]:
 
 @st.composite
 def _frame(draw: st.DrawFn) -> bytes:
-    """One frame: valid, or with a broken header or payload."""
+    """Draw one frame, valid or with a broken header or payload."""
     shape = draw(st.sampled_from(("valid", "header", "payload", "oversized")))
     msg_type = draw(st.sampled_from(list(MessageType)))
     payload: dict[str, Any] = draw(

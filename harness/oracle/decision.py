@@ -195,7 +195,7 @@ class Scenario:
 
 @dataclass(frozen=True)
 class ExpectedOutcome:
-    """What the specification requires for one scenario.
+    """Outcome the specification requires for one scenario.
 
     Attributes:
         connected: Whether the client connects.

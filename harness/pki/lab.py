@@ -102,7 +102,7 @@ class IssuedLeaf:
 
 @dataclass(frozen=True)
 class BuiltKind:
-    """Where a built kind's files are, and its absolute validity window."""
+    """Paths of a built kind's files, and its absolute validity window."""
 
     kind: CertKind
     leaf_path: Path
