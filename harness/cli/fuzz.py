@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from harness.cli import HarnessError, cli
-from harness.cli.simulate import lab_dir_options, resolve_lab_alias
+from harness.cli.options import lab_dir_options, resolve_lab_alias
 from harness.pki import LabError, build_lab
 
 
