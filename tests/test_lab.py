@@ -149,6 +149,33 @@ def test_chain_is_leaf_then_declared_roles(cert_lab: Lab, kind: str) -> None:
     assert sent == declared
 
 
+@pytest.mark.parametrize("kind", KIND_NAMES)
+def test_recorded_window_is_the_leaf_window(cert_lab: Lab, kind: str) -> None:
+    built = cert_lab.kind(kind)
+    entry = next(
+        e
+        for e in json.loads(cert_lab.manifest_path.read_text())["kinds"]
+        if e["kind"] == kind
+    )
+
+    leaf = x509.load_pem_x509_certificate(built.leaf_path.read_bytes())
+
+    assert built.not_before == leaf.not_valid_before_utc
+    assert built.not_after == leaf.not_valid_after_utc
+    assert entry["not_before"] == leaf.not_valid_before_utc.isoformat()
+    assert entry["not_after"] == leaf.not_valid_after_utc.isoformat()
+
+
+def test_issued_leaf_digest_without_parsing_matches_parsed(cert_lab: Lab) -> None:
+    issued = cert_lab.issue(get_kind("correct-fqdn").leaf)
+
+    unparsed = issued.sha256
+    parsed = _der_sha256(issued.cert)
+
+    assert unparsed == parsed
+    assert issued.sha256 == parsed
+
+
 def test_trust_store_holds_exactly_in_store_roles(cert_lab: Lab) -> None:
     store = x509.load_pem_x509_certificates(cert_lab.trust_store_path.read_bytes())
 
