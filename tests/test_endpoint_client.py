@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import socket
 import threading
 from collections.abc import Callable, Iterator
@@ -104,6 +105,51 @@ def test_further_reason_prompts_again(
 
     assert result.outcome is OutcomeName.CONNECTED_PROMPT_ALLOWED
     assert prompt.calls[0].reasons == (Reason.HOSTNAME_MISMATCH, Reason.EXPIRED)
+
+
+def test_clock_past_expiry_adds_expired(
+    cert_lab: Lab, ems_factory: EmsFactory, tmp_path: Path
+) -> None:
+    ems = ems_factory(kind="correct-fqdn")
+    built = cert_lab.kind("correct-fqdn")
+    later = built.not_after + dt.timedelta(days=30)
+    now_client = _client(cert_lab, tmp_path / "now.json", Prompter())
+    later_client = _client(
+        cert_lab, tmp_path / "later.json", Prompter(Answer.DENY), clock=lambda: later
+    )
+
+    now_result = now_client.connect(ems.host, ems.port, servername=EMS_FQDN)
+    later_result = later_client.connect(ems.host, ems.port, servername=EMS_FQDN)
+
+    assert now_result.reasons == []
+    assert later_result.reasons == [Reason.EXPIRED]
+
+
+def test_clock_before_start_adds_not_yet_valid(
+    cert_lab: Lab, ems_factory: EmsFactory, tmp_path: Path
+) -> None:
+    ems = ems_factory(kind="correct-fqdn")
+    earlier = cert_lab.kind("correct-fqdn").not_before - dt.timedelta(days=1)
+    client = _client(
+        cert_lab, tmp_path / "memory.json", Prompter(Answer.DENY), clock=lambda: earlier
+    )
+
+    result = client.connect(ems.host, ems.port, servername=EMS_FQDN)
+
+    assert result.reasons == [Reason.NOT_YET_VALID]
+
+
+def test_naive_clock_is_rejected(
+    cert_lab: Lab, ems_factory: EmsFactory, tmp_path: Path
+) -> None:
+    ems = ems_factory(kind="correct-fqdn")
+    naive = dt.datetime(2030, 1, 1)
+    client = _client(
+        cert_lab, tmp_path / "memory.json", Prompter(), clock=lambda: naive
+    )
+
+    with pytest.raises(ValueError, match="without a time zone"):
+        client.connect(ems.host, ems.port, servername=EMS_FQDN)
 
 
 def test_other_identity_or_port_prompts(

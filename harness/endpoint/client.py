@@ -351,6 +351,9 @@ class EndpointClient:
         persist_profile: Store the action of a received profile.
         telemetry_idle: Seconds to wait for a further COMMAND before BYE. At
             zero or less, BYE goes out in the same write as ENDPOINT_INFO.
+        clock: Function that returns the timezone-aware time certificates are
+            validated at; the system clock if omitted. Tests move it to
+            make a served certificate expire without waiting.
     """
 
     def __init__(
@@ -369,6 +372,7 @@ class EndpointClient:
         endpoint_id: str | None = None,
         persist_profile: bool = True,
         telemetry_idle: float = DEFAULT_TELEMETRY_IDLE,
+        clock: Callable[[], dt.datetime] | None = None,
     ) -> None:
         self.version = str(Version.parse(version))
         self.legacy = not has_feature(self.version)
@@ -396,6 +400,7 @@ class EndpointClient:
         self.endpoint_id = endpoint_id or f"endpoint-{uuid.uuid4().hex[:12]}"
         self.persist_profile = persist_profile
         self.telemetry_idle = telemetry_idle
+        self.clock = clock
         self._legacy_pattern = re.compile(self.assumptions.legacy_subject_pattern)
 
     def current_action(self) -> tuple[Action, ActionSource]:
@@ -508,7 +513,13 @@ class EndpointClient:
                 **common,  # type: ignore[arg-type]
             )
 
-        result = validate_der(chain, self.trust_store, reference, self.cn_fallback)
+        now = None if self.clock is None else self.clock()
+        if now is not None and now.tzinfo is None:
+            raise ValueError(
+                f"the client's clock returned {now.isoformat()} without a time "
+                "zone; return an aware time such as datetime.now(timezone.utc)"
+            )
+        result = validate_der(chain, self.trust_store, reference, self.cn_fallback, now)
         reasons = frozenset(result.reasons)
         action, source = self.current_action()
         entry = self.memory.lookup(reference, port)
