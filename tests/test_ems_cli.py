@@ -179,21 +179,26 @@ class Served:
         return str(self.ready["trust_store"])
 
 
-def _start_serve(tmp_path: Path, lab: Lab, *args: str) -> Served:
+def _start_serve(tmp_path: Path, lab: Lab | None, *args: str) -> Served:
+    """Start ``serve`` in ``tmp_path``; without ``lab``, give no --lab-dir."""
     ready_file = tmp_path / "ready.json"
+    lab_args = [] if lab is None else ["--lab-dir", str(lab.directory)]
     command = [
         sys.executable,
         "-m",
         "harness",
         "serve",
-        "--lab-dir",
-        str(lab.directory),
+        *lab_args,
         "--ready-file",
         str(ready_file),
         *args,
     ]
     process = subprocess.Popen(
-        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=tmp_path,
     )
     deadline = time.monotonic() + STARTUP_TIMEOUT
     while not ready_file.exists():
@@ -267,6 +272,51 @@ def test_ready_file_contents(served: Served, cert_lab: Lab) -> None:
     assert served.ready["reference_identity"] == FQDN
     assert served.ready["trust_store"] == str(cert_lab.trust_store_path)
     assert served.port > 0
+
+
+def _kind_files(lab: Lab, kind: str) -> list[str]:
+    built = lab.kind(kind)
+    return ["--cert", str(built.chain_path), "--key", str(built.key_path)]
+
+
+def test_cert_from_lab_uses_that_lab(tmp_path: Path, cert_lab: Lab) -> None:
+    served = _start_serve(tmp_path, None, *_kind_files(cert_lab, "wildcard-match"))
+    try:
+        code, out, _ = _stop(served, signal.SIGTERM)
+    finally:
+        if served.process.poll() is None:
+            served.process.kill()
+
+    assert code == 0
+    assert served.ready["trust_store"] == str(cert_lab.trust_store_path)
+    assert f"trust store {cert_lab.trust_store_path}" in out
+    assert served.ready["kind"] == "wildcard-match"
+    expected = cert_lab.kind("wildcard-match").reference_identity
+    assert served.ready["reference_identity"] == expected
+    assert not (tmp_path / "certs").exists()
+
+
+def test_cert_outside_labs_has_no_trust_store(tmp_path: Path, cert_lab: Lab) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    built = cert_lab.kind("correct-fqdn")
+    chain = outside / "chain.pem"
+    key = outside / "key.pem"
+    shutil.copyfile(built.chain_path, chain)
+    shutil.copyfile(built.key_path, key)
+    key.chmod(0o600)
+
+    served = _start_serve(tmp_path, cert_lab, "--cert", str(chain), "--key", str(key))
+    try:
+        code, out, _ = _stop(served, signal.SIGTERM)
+    finally:
+        if served.process.poll() is None:
+            served.process.kill()
+
+    assert code == 0
+    assert served.ready["trust_store"] is None
+    assert served.ready["kind"] is None
+    assert f"a trust store with the CA that issued {chain}" in out
 
 
 @pytest.mark.network_tools

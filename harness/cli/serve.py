@@ -17,6 +17,7 @@ from types import FrameType
 from typing import Any
 
 import click
+from click.core import ParameterSource
 
 from harness.cli import HarnessError, cli
 from harness.ems.server import EmsError, EndpointRecord, MockEms
@@ -71,7 +72,8 @@ def _check_host(
     type=click.Path(file_okay=False, path_type=Path),
     default=Path("certs"),
     show_default=True,
-    help="Lab folder; built there if missing, reused if already built.",
+    help="Lab folder; built there if missing, reused if already built. With "
+    "--cert from a built lab's kinds/ folder, that lab is used by default.",
 )
 @click.option(
     "--cert",
@@ -134,7 +136,8 @@ def _check_host(
     type=click.Path(dir_okay=False, path_type=Path),
     default=None,
     help="Once listening, write JSON with host, port, trust_store, kind and "
-    "reference_identity to this file. It is written under a temporary name and "
+    "reference_identity to this file; trust_store is null for a --cert chain "
+    "that no lab lists. It is written under a temporary name and "
     "renamed, so it never appears half written. A file left from an earlier run "
     "is removed at start, and the file is removed again on SIGINT or SIGTERM.",
 )
@@ -187,7 +190,12 @@ def serve(**options: Any) -> None:
     if ready_file is not None:
         # A poller must not mistake a file from an earlier run for this one.
         _remove_ready_file(ready_file)
-    lab = _lab(options["lab_dir"])
+    lab_dir: Path = options["lab_dir"]
+    cert_path: Path | None = options["cert_path"]
+    source = click.get_current_context().get_parameter_source("lab_dir")
+    if cert_path is not None and source is ParameterSource.DEFAULT:
+        lab_dir = _lab_listing_chain(cert_path) or lab_dir
+    lab = _lab(lab_dir)
     commands = options["telemetry_commands"] + options["command_alias"]
     try:
         ems = MockEms.from_settings(
@@ -205,7 +213,7 @@ def serve(**options: Any) -> None:
         raise HarnessError(f"cannot start the mock EMS: {_message(exc)}") from exc
 
     try:
-        _announce(ems, settings, lab, ready_file)
+        _announce(ems, settings, lab, ready_file, cert_path)
         _wait_for_signal()
     finally:
         if ready_file is not None:
@@ -346,28 +354,77 @@ def _lab(directory: Path) -> Lab:
         raise HarnessError(str(exc)) from exc
 
 
+def _lab_listing_chain(cert_path: Path) -> Path | None:
+    """Return the lab folder whose manifest lists ``cert_path`` as a chain.
+
+    Only the nearest ``manifest.json`` above the file is read. An unreadable
+    manifest counts as no lab, so ``serve`` falls back to ``--lab-dir``.
+    """
+    chain = cert_path.resolve()
+    for folder in chain.parents:
+        manifest = folder / "manifest.json"
+        if not manifest.is_file():
+            continue
+        try:
+            entries = json.loads(manifest.read_text()).get("kinds", [])
+        except (OSError, ValueError, AttributeError):
+            return None
+        for entry in entries if isinstance(entries, list) else []:
+            relative = entry.get("chain") if isinstance(entry, dict) else None
+            if isinstance(relative, str) and (folder / relative).resolve() == chain:
+                return folder
+        return None
+    return None
+
+
+def _kind_of_chain(lab: Lab, cert_path: Path) -> str | None:
+    """Return the lab kind whose chain file is ``cert_path``, if any."""
+    chain = cert_path.resolve()
+    for name, built in lab.kinds.items():
+        if built.chain_path.resolve() == chain:
+            return name
+    return None
+
+
 def _announce(
-    ems: MockEms, settings: EmsSettings, lab: Lab, ready_file: Path | None
+    ems: MockEms,
+    settings: EmsSettings,
+    lab: Lab,
+    ready_file: Path | None,
+    cert_path: Path | None = None,
 ) -> None:
     kind = ems.kind_name
+    presented = ems.presented or PresentedCertificate.VENDOR
+    from_files = presented is PresentedCertificate.IMPORTED and cert_path is not None
+    trust_store: str | None = str(lab.trust_store_path)
+    if from_files:
+        assert cert_path is not None
+        # A chain from files belongs to this lab only when the lab lists it;
+        # otherwise its issuer, and so the store clients need, is unknown.
+        kind = _kind_of_chain(lab, cert_path)
+        if kind is None:
+            trust_store = None
     if kind is not None and kind in lab.kinds:
         reference_identity = lab.kind(kind).reference_identity
     else:
         reference_identity = settings.fqdn or settings.hostname
-    presented = ems.presented or PresentedCertificate.VENDOR
     host = f"[{ems.host}]" if ":" in ems.host else ems.host
+    store_text = (
+        f"trust store {trust_store}"
+        if trust_store is not None
+        else f"a trust store with the CA that issued {cert_path}"
+    )
     click.echo(
         f"mock EMS {settings.ems_version} listening on {host}:{ems.port}, "
         f"presenting the {presented.value} certificate ({kind or 'from files'}); "
-        f"clients need trust store {lab.trust_store_path} and reference identity "
-        f"{reference_identity}"
+        f"clients need {store_text} and reference identity {reference_identity}"
     )
     if ready_file is None:
         return
     ready = {
         "host": ems.host,
         "port": ems.port,
-        "trust_store": str(lab.trust_store_path),
+        "trust_store": trust_store,
         "kind": kind,
         "reference_identity": reference_identity,
         "presented": presented.value,
