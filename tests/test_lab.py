@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from pathlib import Path
 
 import pytest
@@ -326,9 +327,55 @@ def test_missing_ca_bundle_rebuilds(tmp_path: Path) -> None:
     assert _fingerprints(second) != _fingerprints(first)
 
 
+def test_changed_kind_file_rebuilds(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    first = build_lab(tmp_path, kinds=FEW_KINDS)
+    leaf = first.kind("correct-fqdn").leaf_path
+    leaf.write_text("garbage\n")
+
+    with caplog.at_level(logging.WARNING, logger="harness.pki.lab"):
+        second = build_lab(tmp_path, kinds=FEW_KINDS)
+
+    assert x509.load_pem_x509_certificate(leaf.read_bytes())
+    assert _fingerprints(second) != _fingerprints(first)
+    assert "was changed after the build" in caplog.text
+
+
+@pytest.mark.parametrize("name", ["kinds/correct-fqdn.key.pem", "ca-keys.pem"])
+def test_readable_key_file_rebuilds_private(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, name: str
+) -> None:
+    first = build_lab(tmp_path, kinds=FEW_KINDS)
+    key = tmp_path / name
+    built_ns = (tmp_path / "manifest.json").stat().st_mtime_ns
+    key.chmod(0o644)
+    # chmod changes no modification time, so only the mode check can see it.
+    assert key.stat().st_mtime_ns <= built_ns
+
+    with caplog.at_level(logging.WARNING, logger="harness.pki.lab"):
+        second = build_lab(tmp_path, kinds=FEW_KINDS)
+
+    assert key.stat().st_mode & 0o777 == 0o600
+    assert _fingerprints(second) != _fingerprints(first)
+    assert "is readable by others (mode 0644)" in caplog.text
+
+
+def test_unchanged_lab_is_reused(tmp_path: Path) -> None:
+    first = build_lab(tmp_path, kinds=FEW_KINDS)
+
+    second = build_lab(tmp_path, kinds=FEW_KINDS)
+
+    assert _fingerprints(second) == _fingerprints(first)
+
+
 def test_damaged_ca_bundle_raises(tmp_path: Path) -> None:
     build_lab(tmp_path, kinds=FEW_KINDS)
-    (tmp_path / "ca-certs.pem").write_text("# CA role: public-root\n")
+    bundle = tmp_path / "ca-certs.pem"
+    before = bundle.stat()
+    bundle.write_text("# CA role: public-root\n")
+    # Damage that keeps the old modification time passes the warm checks.
+    os.utime(bundle, ns=(before.st_atime_ns, before.st_mtime_ns))
 
     warm = build_lab(tmp_path, kinds=FEW_KINDS)
 

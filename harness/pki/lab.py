@@ -557,8 +557,9 @@ class Lab:
             blocks = _split_role_bundle(path.read_bytes())
             return {role: parse(blocks[role]) for role in ROLES}
         except (OSError, ValueError) as exc:
-            # NOTE: a warm load only checks that the CA files exist, so a file
-            # damaged after the build shows up here rather than as a rebuild.
+            # NOTE: a warm load checks only the CA files' type, mode and
+            # modification time, so a file damaged without a newer
+            # modification time shows up here rather than as a rebuild.
             raise LabError(
                 f"cached CA bundle {path} is unreadable ({exc}); "
                 "rebuild the lab with force=True"
@@ -958,6 +959,9 @@ def _load_cached(
     manifest_path = directory / "manifest.json"
     try:
         manifest = json.loads(manifest_path.read_text())
+        # Every file is written before the manifest, so a later modification
+        # time means that someone changed the file after the build.
+        built_ns = os.stat(manifest_path).st_mtime_ns
     except FileNotFoundError:
         return None
     except (OSError, ValueError) as exc:
@@ -991,20 +995,53 @@ def _load_cached(
         return None
     if any(name not in lab.kinds for name in names):
         return None
-    missing = [
-        built.name
-        for built in lab.kinds.values()
-        if not all(_is_file(p) for p in built.file_names)
+    checked = [
+        (f"{directory}/{CA_CERTS_FILE}", False),
+        (f"{directory}/{CA_KEYS_FILE}", True),
+        (str(lab.trust_store_path), False),
     ]
-    if missing:
-        logger.warning("rebuilding lab in %s: files missing for %s", directory, missing)
+    for built in lab.kinds.values():
+        leaf, chain, key = built.file_names
+        checked += [(leaf, False), (chain, False), (key, True)]
+    problems = [
+        f"{path} {problem}"
+        for path, private in checked
+        if (problem := _file_problem(path, built_ns, private=private)) is not None
+    ]
+    if problems:
+        more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
+        logger.warning(
+            "rebuilding lab in %s: %s%s", directory, "; ".join(problems[:3]), more
+        )
         return None
     return lab
 
 
-def _is_file(path: str) -> bool:
+def _file_problem(path: str, built_ns: int, *, private: bool) -> str | None:
+    """Return why a cached file cannot be reused, or ``None`` when it can.
+
+    Args:
+        path: The file.
+        built_ns: Modification time of the build's manifest, in nanoseconds.
+        private: The file contains private keys and must be readable only
+            by its owner.
+    """
     # os.stat on a string, because Path.is_file's conversions cost more than
     # the system call for the hundred-odd files a warm build checks.
+    try:
+        info = os.stat(path)
+    except OSError:
+        return "is missing"
+    if not stat.S_ISREG(info.st_mode):
+        return "is not a regular file"
+    if info.st_mtime_ns > built_ns:
+        return "was changed after the build"
+    if private and info.st_mode & 0o077:
+        return f"is readable by others (mode {stat.S_IMODE(info.st_mode):04o})"
+    return None
+
+
+def _is_file(path: str) -> bool:
     try:
         return stat.S_ISREG(os.stat(path).st_mode)
     except OSError:
