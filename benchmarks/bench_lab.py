@@ -1,8 +1,10 @@
 """Benchmark the certificate lab build against plain trustme issuance.
 
-Run: ``python benchmarks/bench_lab.py [--repeats N] [--dir FOLDER]``
+Run with the project's environment, for example
+``.venv/bin/python benchmarks/bench_lab.py [--repeats N] [--dir FOLDER]``
+after ``scripts/bootstrap.sh``.
 
-In one process, each round times three things, interleaved so that load from
+In one process, each round times four things, interleaved so that load from
 other processes hits them alike:
 
 * baseline: trustme creates one CA and issues as many plain leaves as the
@@ -14,10 +16,11 @@ other processes hits them alike:
   build writes, created in a fresh folder next to the labs with plain
   ``os.open`` and ``os.write`` calls and no certificate work.
 
-Targets: cold within 2x the baseline; warm under a tenth of cold. The result
-is printed as Markdown lines for docs/benchmarks.md. ``--dir`` picks the file
-system the labs are written to, by default the system temporary folder. A
-tmpfs such as /dev/shm separates the lab's own work from the file system's.
+Targets: cold within 2x the baseline; warm under a tenth of cold. The
+result is a Markdown bulleted list of medians and ratios, from which the
+tables in docs/benchmarks.md are filled. ``--dir`` picks the file system the
+labs are written to, by default the system temporary folder. A tmpfs such as
+/dev/shm separates the lab's own work from the file system's.
 
 The files-alone line shows what the file system charges for creating the
 files, whatever the lab does. On ext4 without a journal, creating a file
@@ -86,6 +89,25 @@ def _create_files(folder: Path, files: list[tuple[str, int, int]]) -> None:
             os.close(fd)
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is below 1; give at least 1")
+    return value
+
+
+def _existing_folder(text: str) -> Path:
+    path = Path(text)
+    if not path.is_dir():
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not an existing folder; create it first or pick another"
+        )
+    return path
+
+
 def _timed(action: Callable[[], object]) -> float:
     start = time.perf_counter()
     action()
@@ -105,9 +127,19 @@ def _cpu_model() -> str:
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark and print the results; return the exit code."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=15, help="rounds to time")
     parser.add_argument(
-        "--dir", type=Path, default=None, help="parent folder for the lab folders"
+        "--repeats",
+        type=_positive_int,
+        default=15,
+        help="rounds to time; the output gives medians over them "
+        "(default: %(default)s)",
+    )
+    parser.add_argument(
+        "--dir",
+        type=_existing_folder,
+        default=None,
+        help="existing parent folder for the lab folders "
+        "(default: the system temporary folder)",
     )
     args = parser.parse_args(argv)
     count = len(CATALOGUE)

@@ -77,3 +77,23 @@ def test_files_alone_copies_names_and_sizes(tmp_path: Path) -> None:
         ("kinds/a.key.pem", 5),
         ("manifest.json", 3),
     ]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--repeats", "0"], "0 is below 1"),
+        (["--repeats", "many"], "'many' is not a whole number"),
+        (["--dir", "missing-folder"], "'missing-folder' is not an existing folder"),
+    ],
+)
+def test_bench_lab_rejects_bad_arguments(
+    capsys: pytest.CaptureFixture[str], args: list[str], message: str
+) -> None:
+    bench = _load_script()
+
+    with pytest.raises(SystemExit) as exited:
+        bench.main(args)
+
+    assert exited.value.code == 2
+    assert message in capsys.readouterr().err
