@@ -7,9 +7,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import click
 import pytest
 
-from harness.cli import EXIT_USAGE, main
+from harness.cli import EXIT_USAGE, _register_commands, cli, main
 from harness.pki import CATALOGUE
 
 COMMANDS = [[], ["certs"], ["certs", "list"], ["certs", "build"]]
@@ -51,7 +52,7 @@ def test_build_writes_manifest(
     assert (out_dir / "kinds" / "correct-fqdn.key.pem").stat().st_mode & 0o777 == (
         0o600
     )
-    assert "built 1 kinds" in capsys.readouterr().out
+    assert "built 1 kind in" in capsys.readouterr().out
 
 
 def test_build_unknown_kind_is_usage_error(
@@ -78,6 +79,112 @@ def test_build_invalid_key_type_is_usage_error(
     err = capsys.readouterr().err
     assert code == EXIT_USAGE
     assert "'dsa'" in err
+
+
+def test_build_empty_out_is_usage_error(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.chdir(tmp_path)
+
+    code = main(["certs", "build", "--out", "", "--kinds", "correct-fqdn"])
+
+    err = capsys.readouterr().err
+    assert code == EXIT_USAGE
+    assert "'--out': '' is empty" in err
+    assert "give a folder path" in err
+    assert len(err.strip().splitlines()) == 1, err
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("kinds", ["", " , "], ids=["empty", "only-commas"])
+def test_build_empty_kinds_is_usage_error(
+    kinds: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out_dir = tmp_path / "certs"
+
+    code = main(["certs", "build", "--out", str(out_dir), "--kinds", kinds])
+
+    err = capsys.readouterr().err
+    assert code == EXIT_USAGE
+    assert f"'--kinds': {kinds!r} names no kind" in err
+    assert "omit --kinds for all kinds" in err
+    assert len(err.strip().splitlines()) == 1, err
+    assert not out_dir.exists()
+
+
+def test_build_out_below_file_names_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    blocker = tmp_path / "afile"
+    blocker.write_text("not a folder\n")
+    out_dir = blocker / "sub"
+
+    code = main(["certs", "build", "--out", str(out_dir), "--kinds", "correct-fqdn"])
+
+    err = capsys.readouterr().err
+    assert code == 1
+    assert f"cannot create or write the lab folder {out_dir}" in err
+    assert f"{blocker} is a file, not a folder" in err
+    assert "choose an --out folder that can be created and written" in err
+    assert "Errno" not in err
+    assert len(err.strip().splitlines()) == 1, err
+
+
+@pytest.mark.parametrize("key_type", ["RSA", "Ecdsa"])
+def test_build_key_type_any_case(
+    key_type: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out_dir = tmp_path / "certs"
+    args = ["--out", str(out_dir), "--kinds", "correct-fqdn", "--key-type", key_type]
+
+    code = main(["certs", "build", *args])
+
+    assert code == 0, capsys.readouterr().err
+    manifest = json.loads((out_dir / "manifest.json").read_text())
+    assert manifest["key_type"] == key_type.lower()
+
+
+def _command_paths(group: click.Group, prefix: list[str]) -> list[list[str]]:
+    paths = [prefix]
+    for name, command in sorted(group.commands.items()):
+        if isinstance(command, click.Group):
+            paths += _command_paths(command, [*prefix, name])
+        else:
+            paths.append([*prefix, name])
+    return paths
+
+
+def test_unknown_option_hints_help_everywhere(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    _register_commands()
+    paths = _command_paths(cli, [])
+    assert ["certs", "build"] in paths
+
+    for path in paths:
+        code = main([*path, "--bogus"])
+
+        err = capsys.readouterr().err
+        command = " ".join(["ems-harness", *path])
+        assert code == EXIT_USAGE, path
+        assert "No such option" in err, path
+        assert err.strip().endswith(f"Try '{command} --help' for help."), err
+        assert len(err.strip().splitlines()) == 1, err
+
+
+def test_group_without_command_prints_help(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    code = main(["certs"])
+
+    captured = capsys.readouterr()
+    text = captured.out + captured.err
+    assert code in (0, EXIT_USAGE)
+    assert text.startswith("Usage: ems-harness certs")
+    assert "Error:" not in text
+    assert "for help." not in text
 
 
 @pytest.mark.parametrize("command", COMMANDS, ids=lambda c: " ".join(c) or "cli")

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from harness.cli import main
@@ -137,6 +138,36 @@ def test_non_loopback_from_settings_names_flag(
     assert code == 1
     assert "pass --allow-non-loopback" in err
     assert "allow_non_loopback=True" not in err
+
+
+def test_mismatched_cert_and_key_names_both(
+    cert_lab: Lab, capsys: pytest.CaptureFixture[str]
+) -> None:
+    chain_path = cert_lab.kind("correct-fqdn").chain_path
+    key_path = cert_lab.kind("wrong-host").key_path
+    # serve would block until a signal if this pair matched.
+    leaf = x509.load_pem_x509_certificates(chain_path.read_bytes())[0]
+    key = serialization.load_pem_private_key(key_path.read_bytes(), None)
+    assert leaf.public_key() != key.public_key()
+
+    code = main(
+        [
+            "serve",
+            "--cert",
+            str(chain_path),
+            "--key",
+            str(key_path),
+            "--lab-dir",
+            str(cert_lab.directory),
+        ]
+    )
+
+    err = capsys.readouterr().err
+    assert code == 1
+    assert str(chain_path) in err
+    assert str(key_path) in err
+    assert "does not belong to the leaf certificate" in err
+    assert len(err.strip().splitlines()) == 1, err
 
 
 def test_failed_start_removes_stale_ready_file(

@@ -322,6 +322,21 @@ def test_pkcs12_wrong_password(cert_lab: Lab, tmp_path: Path) -> None:
         imported.load_files(tmp_path)
 
 
+def test_upload_key_of_other_leaf(cert_lab: Lab, tmp_path: Path) -> None:
+    chain_file = cert_lab.kind("correct-fqdn").chain_path
+    key_file = cert_lab.kind("wrong-host").key_path
+    imported = ImportedCertificate(chain_file=str(chain_file), key_file=str(key_file))
+
+    with pytest.raises(SettingsError) as raised:
+        imported.load_files(tmp_path)
+
+    message = str(raised.value)
+    assert raised.value.setting == "imported_certificate.key_file"
+    assert str(key_file) in message
+    assert f"chain file {chain_file}" in message
+    assert "does not belong to the leaf certificate" in message
+
+
 def test_encrypted_key_upload(cert_lab: Lab, tmp_path: Path) -> None:
     built = cert_lab.kind("correct-fqdn")
     key = serialization.load_pem_private_key(built.key_path.read_bytes(), None)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 import click
 
@@ -63,6 +64,26 @@ def _register_commands() -> None:
     )
 
 
+# click 8.2 and later raise this usage error for a group called without a
+# command; click 8.1 prints the help and exits instead.
+_NO_ARGS_IS_HELP: Any = getattr(click.exceptions, "NoArgsIsHelpError", ())
+
+
+def _with_help_hint(exc: click.UsageError) -> str:
+    """Return the message of ``exc`` followed by click's hint to run --help."""
+    message = exc.format_message().rstrip()
+    if exc.ctx is None:
+        command = "ems-harness"
+        help_options = ["--help"]
+    else:
+        command = exc.ctx.command_path
+        help_options = exc.ctx.help_option_names
+    long_options = [name for name in help_options if name.startswith("--")]
+    help_option = (long_options or help_options or ["--help"])[0]
+    separator = " " if message.endswith((".", "!", "?")) else ". "
+    return f"{message}{separator}Try '{command} {help_option}' for help."
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI with ``argv`` (``sys.argv[1:]`` if omitted); return the code."""
     _register_commands()
@@ -74,9 +95,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except click.Abort:
         click.echo("Aborted.", err=True)
         return 130
+    except _NO_ARGS_IS_HELP as exc:
+        # A group called without a command raises this with its help as the message.
+        exc.show()
+        return int(exc.exit_code)
     except click.UsageError as exc:
-        # One line like every other error; the usage is one --help away.
-        click.echo(f"Error: {exc.format_message()}", err=True)
+        # One line like every other error, ending with the --help hint that
+        # click's own usage output carries.
+        click.echo(f"Error: {_with_help_hint(exc)}", err=True)
         return exc.exit_code
     except click.ClickException as exc:
         exc.show()

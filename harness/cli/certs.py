@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import json
 from pathlib import Path
+from typing import Any
 
 import click
 from rich.console import Console
@@ -43,18 +45,38 @@ def list_kinds(as_json: bool) -> None:
     Console(soft_wrap=False).print(table)
 
 
+class _FolderPath(click.Path):
+    """A folder path that rejects the empty string.
+
+    ``click.Path`` turns ``''`` into ``Path('.')``, so without this check an
+    empty value writes into the current folder.
+    """
+
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> Any:
+        if isinstance(value, str) and not value.strip():
+            self.fail(
+                f"{value!r} is empty; give a folder path, for example 'certs', "
+                "or omit the option for the default",
+                param,
+                ctx,
+            )
+        return super().convert(value, param, ctx)
+
+
 @certs.command("build")
 @click.option(
     "--out",
     "out",
-    type=click.Path(file_okay=False, path_type=Path),
+    type=_FolderPath(file_okay=False, path_type=Path),
     default=Path("certs"),
     show_default=True,
     help="Output folder for PEM files and manifest.json.",
 )
 @click.option(
     "--key-type",
-    type=click.Choice(["ecdsa", "rsa"]),
+    type=click.Choice(["ecdsa", "rsa"], case_sensitive=False),
     default="ecdsa",
     show_default=True,
     help="Key algorithm: ECDSA P-256 or RSA 2048.",
@@ -69,19 +91,58 @@ def list_kinds(as_json: bool) -> None:
 def build(out: Path, key_type: str, kinds: str | None, force: bool) -> None:
     """Write PEM files and manifest.json for the lab's kinds into --out."""
     names = None
-    if kinds:
+    if kinds is not None:
         names = [name.strip() for name in kinds.split(",") if name.strip()]
+        if not names:
+            raise click.BadParameter(
+                f"{kinds!r} names no kind; give one or more kind names separated "
+                "by commas ('certs list' shows them), or omit --kinds for all kinds",
+                param_hint="'--kinds'",
+            )
         unknown = [name for name in names if name not in CATALOGUE]
         if unknown:
             raise click.BadParameter(
                 f"unknown kind {unknown[0]!r}; run 'certs list' for the known kinds",
-                param_hint="--kinds",
+                param_hint="'--kinds'",
             )
     try:
         lab = build_lab(out, key_type=key_type, kinds=names, force=force)
     except LabError as exc:
-        raise HarnessError(str(exc)) from exc
+        raise HarnessError(_lab_error_message(exc, out)) from exc
+    count = len(lab.kinds)
     click.echo(
-        f"built {len(lab.kinds)} kinds in {lab.directory}; "
+        f"built {count} {'kind' if count == 1 else 'kinds'} in {lab.directory}; "
         f"manifest {lab.manifest_path}; trust store {lab.trust_store_path}"
     )
+
+
+def _lab_error_message(exc: LabError, out: Path) -> str:
+    """Return the message for a failed build, in plain words when a file failed."""
+    cause = exc.__cause__
+    if not isinstance(cause, OSError):
+        return str(exc)
+    folder = out.resolve()
+    failed = Path(cause.filename) if isinstance(cause.filename, str) else folder
+    if cause.errno == errno.ENOTDIR:
+        blocker = _first_file_in(failed)
+        reason = (
+            f"{blocker} is a file, not a folder"
+            if blocker is not None
+            else f"a part of {failed} is a file, not a folder"
+        )
+    elif cause.strerror:
+        reason = f"{cause.strerror.lower()} on {failed}"
+    else:
+        reason = str(cause)
+    return (
+        f"cannot create or write the lab folder {folder}: {reason}; "
+        "choose an --out folder that can be created and written"
+    )
+
+
+def _first_file_in(path: Path) -> Path | None:
+    """Return the first part of ``path``, from the root down, that is not a folder."""
+    for part in reversed([path, *path.parents]):
+        if part.exists() and not part.is_dir():
+            return part
+    return None

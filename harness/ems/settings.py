@@ -152,7 +152,8 @@ class ImportedCertificate:
 
         Raises:
             SettingsError: no file was given, the password is wrong or missing,
-                or the files do not hold a certificate and a key.
+                the files do not hold a certificate and a key, or the key does
+                not belong to the first certificate of the chain.
             OSError: a file cannot be read.
         """
         folder = base or Path.cwd()
@@ -183,6 +184,14 @@ class ImportedCertificate:
                 self.key_file,
                 f"cannot load the private key (wrong or missing password?): {exc}",
             ) from None
+        if _public_key_der(key.public_key()) != _public_key_der(certs[0].public_key()):
+            raise SettingsError(
+                "imported_certificate.key_file",
+                self.key_file,
+                "the private key does not belong to the leaf certificate in "
+                f"chain file {folder / self.chain_file}; give the chain and the "
+                "key of the same certificate",
+            )
         return _pem_chain(certs), _pem_key(key)
 
 
@@ -581,6 +590,15 @@ def _imported_from_dict(value: Any) -> ImportedCertificate:
 
 def _pem_chain(certs: list[x509.Certificate]) -> bytes:
     return b"".join(c.public_bytes(serialization.Encoding.PEM) for c in certs)
+
+
+def _public_key_der(public_key: Any) -> bytes:
+    return bytes(
+        public_key.public_bytes(
+            serialization.Encoding.DER,
+            serialization.PublicFormat.SubjectPublicKeyInfo,
+        )
+    )
 
 
 def _pem_key(key: Any) -> bytes:
