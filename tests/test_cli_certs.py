@@ -55,6 +55,36 @@ def test_build_writes_manifest(
     assert "built 1 kind in" in capsys.readouterr().out
 
 
+def test_second_build_says_reused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out_dir = tmp_path / "certs"
+    main(["certs", "build", "--out", str(out_dir), "--kinds", "correct-fqdn"])
+    capsys.readouterr()
+
+    code = main(["certs", "build", "--out", str(out_dir), "--kinds", "correct-fqdn"])
+
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "reused the build from" in out
+    assert "with 1 kind (--force rebuilds it)" in out
+
+
+def test_forced_build_says_built(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out_dir = tmp_path / "certs"
+    main(["certs", "build", "--out", str(out_dir), "--kinds", "correct-fqdn"])
+    capsys.readouterr()
+
+    code = main(
+        ["certs", "build", "--out", str(out_dir), "--kinds", "correct-fqdn", "--force"]
+    )
+
+    assert code == 0
+    assert "built 1 kind in" in capsys.readouterr().out
+
+
 def test_build_unknown_kind_is_usage_error(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -105,15 +105,34 @@ def build(out: Path, key_type: str, kinds: str | None, force: bool) -> None:
                 f"unknown kind {unknown[0]!r}; run 'certs list' for the known kinds",
                 param_hint="'--kinds'",
             )
+    before = _manifest_stamp(out)
     try:
         lab = build_lab(out, key_type=key_type, kinds=names, force=force)
     except LabError as exc:
         raise HarnessError(_lab_error_message(exc, out)) from exc
     count = len(lab.kinds)
+    kinds_text = f"{count} {'kind' if count == 1 else 'kinds'}"
+    if before is not None and _manifest_stamp(out) == before:
+        # build_lab returned the cached build, which may list more kinds.
+        done = (
+            f"reused the build from {lab.built_at.isoformat()} with {kinds_text} "
+            "(--force rebuilds it)"
+        )
+    else:
+        done = f"built {kinds_text}"
     click.echo(
-        f"built {count} {'kind' if count == 1 else 'kinds'} in {lab.directory}; "
+        f"{done} in {lab.directory}; "
         f"manifest {lab.manifest_path}; trust store {lab.trust_store_path}"
     )
+
+
+def _manifest_stamp(out: Path) -> tuple[int, int] | None:
+    """Return the inode and modification time of --out's manifest, if any."""
+    try:
+        info = (out / "manifest.json").stat()
+    except OSError:
+        return None
+    return info.st_ino, info.st_mtime_ns
 
 
 def _lab_error_message(exc: LabError, out: Path) -> str:
