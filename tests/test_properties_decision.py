@@ -18,18 +18,26 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import json
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from hypothesis import given
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from harness.ems.server import MockEms
 from harness.endpoint.client import EndpointClient, Observation, PromptInfo
 from harness.endpoint.memory import MemoryFile
-from harness.model import Action, Answer, OutcomeName, Reason
+from harness.hypothesis_fixtures import (
+    DEFAULT_FIXTURES_DIR,
+    FIXTURES_ENV,
+    record_scenario_failures,
+    scenario_from_record,
+    scenario_record,
+)
+from harness.model import Action, ActionSource, Answer, OutcomeName, Reason
 from harness.oracle.decision import (
     ExpectedOutcome,
     Remembered,
@@ -39,11 +47,14 @@ from harness.oracle.decision import (
     presented_certificate,
 )
 from harness.pki import Lab, LeafSpec
-from harness.pki.kinds import CertKind
+from harness.pki.kinds import CATALOGUE, CertKind
 from harness.strategies import leaf_specs, scenarios, versions
 from harness.versions import has_feature
 
 BUILT_AT = dt.datetime(2025, 1, 1, tzinfo=dt.UTC)
+# A scenario file kept under fixtures/hypothesis/, so the replay test always
+# has a case: a remembered leaf that must connect without a prompt.
+SEED_SCENARIO = "scenario-remembered-leaf-connects-silently.json"
 
 
 def check_laws(
@@ -205,18 +216,121 @@ def _summary(outcome: ExpectedOutcome | Observation) -> dict[str, object]:
     }
 
 
-@given(scenario=scenarios(BUILT_AT))
-def test_client_matches_oracle(
-    cert_lab: Lab, decision_ems: MockEms, scenario: Scenario
-) -> None:
-    scenario = dataclasses.replace(scenario, built_at=cert_lab.built_at)
+def check_client_against_oracle(scenario: Scenario, ems: MockEms, lab: Lab) -> None:
+    """Run ``scenario`` over TLS and assert the client does what the oracle says."""
     expected = expected_outcome(scenario)
 
     with tempfile.TemporaryDirectory() as state_dir:
-        observed, app_bytes = observe(scenario, decision_ems, cert_lab, Path(state_dir))
+        observed, app_bytes = observe(scenario, ems, lab, Path(state_dir))
 
     assert _summary(observed) == _summary(expected), scenario.id
     check_laws(scenario, observed.connected, observed.prompted, observed.reasons)
     if not observed.connected:
         assert app_bytes == 0, "application data crossed a refused connection"
     assert observed.outcome is not OutcomeName.HANDSHAKE_FAILED
+
+
+@given(scenario=scenarios(BUILT_AT))
+def test_client_matches_oracle(
+    cert_lab: Lab, decision_ems: MockEms, scenario: Scenario
+) -> None:
+    scenario = dataclasses.replace(scenario, built_at=cert_lab.built_at)
+
+    with record_scenario_failures(scenario, "test_client_matches_oracle"):
+        check_client_against_oracle(scenario, decision_ems, cert_lab)
+
+
+def _scenario_files() -> list[Path]:
+    return [
+        path
+        for path in sorted(DEFAULT_FIXTURES_DIR.glob("*.json"))
+        if json.loads(path.read_text()).get("property") == "scenario"
+    ]
+
+
+@pytest.mark.parametrize("path", _scenario_files(), ids=lambda p: p.stem)
+def test_recorded_scenario(cert_lab: Lab, decision_ems: MockEms, path: Path) -> None:
+    data = json.loads(path.read_text())
+    scenario = scenario_from_record(data, cert_lab.built_at)
+    expected = expected_outcome(scenario)
+
+    assert expected.outcome.value == data["expected_outcome"], path.name
+    assert [r.value for r in expected.reasons] == data["expected_reasons"]
+    check_client_against_oracle(scenario, decision_ems, cert_lab)
+
+
+def test_scenario_folder_has_seed_case() -> None:
+    names = [path.name for path in _scenario_files()]
+
+    assert SEED_SCENARIO in names
+
+
+def test_scenario_record_round_trips(cert_lab: Lab) -> None:
+    kind = CATALOGUE["wildcard-too-deep"]
+    scenario = Scenario(
+        kind=kind,
+        ems_version="7.0.2",
+        use_ssl_cert=True,
+        imported=None,
+        client_version="7.2.0",
+        action=Action.WARN,
+        action_source=ActionSource.PROFILE,
+        profile_action=Action.DENY,
+        installer_action=Action.ALLOW,
+        answer=Answer.ALLOW,
+        remembered=Remembered.OTHER_LEAF,
+        port=8013,
+        built_at=cert_lab.built_at,
+    )
+
+    record = json.loads(json.dumps(scenario_record(scenario, note="n")))
+    again = scenario_from_record(record, cert_lab.built_at)
+
+    assert again == scenario
+
+
+# -- a deliberately broken client ------------------------------------------
+
+
+def _lookup_nothing(self: MemoryFile, reference: str, port: int) -> None:
+    """Find no remembered certificate, whatever the file contains (a planted bug)."""
+    return None
+
+
+def test_broken_client_writes_one_scenario_file(
+    cert_lab: Lab,
+    decision_ems: MockEms,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv(FIXTURES_ENV, str(tmp_path))
+    monkeypatch.setattr(MemoryFile, "lookup", _lookup_nothing)
+
+    # Derandomized and without a database, so every run finds the same case.
+    @settings(
+        max_examples=300,
+        derandomize=True,
+        database=None,
+        deadline=None,
+        suppress_health_check=[HealthCheck.too_slow],
+    )
+    @given(scenario=scenarios(cert_lab.built_at))
+    def prop(scenario: Scenario) -> None:
+        with record_scenario_failures(scenario, "prop"):
+            check_client_against_oracle(scenario, decision_ems, cert_lab)
+
+    with pytest.raises(AssertionError):
+        prop()
+
+    written = list(tmp_path.glob("*.json"))
+    assert len(written) == 1
+    data = json.loads(written[0].read_text())
+    assert data["property"] == "scenario"
+    assert data["remembered"] in ("this-leaf", "this-leaf-fewer-reasons")
+
+    # The file replays: the broken client still fails it, the real one passes.
+    scenario = scenario_from_record(data, cert_lab.built_at)
+    with pytest.raises(AssertionError):
+        check_client_against_oracle(scenario, decision_ems, cert_lab)
+    monkeypatch.undo()
+    check_client_against_oracle(scenario, decision_ems, cert_lab)
