@@ -111,6 +111,20 @@ def test_build_invalid_key_type_is_usage_error(
     assert "'dsa'" in err
 
 
+def test_build_out_is_file_is_usage_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    regular = tmp_path / "afile"
+    regular.write_text("x\n")
+
+    code = main(["certs", "build", "--out", str(regular), "--kinds", "correct-fqdn"])
+
+    err = capsys.readouterr().err
+    assert code == EXIT_USAGE
+    assert f"'{regular}' is a file, not a folder" in err
+    assert len(err.strip().splitlines()) == 1, err
+
+
 def test_build_empty_out_is_usage_error(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,

@@ -327,6 +327,19 @@ def test_cert_from_lab_uses_that_lab(tmp_path: Path, cert_lab: Lab) -> None:
     assert not (tmp_path / "certs").exists()
 
 
+def test_default_lab_build_is_announced(tmp_path: Path) -> None:
+    served = _start_serve(tmp_path, None, "--kind", "correct-fqdn")
+    try:
+        code, _, err = _stop(served, signal.SIGTERM)
+    finally:
+        if served.process.poll() is None:
+            served.process.kill()
+
+    assert code == 0
+    assert "building a lab in certs for the vendor and built-in certificates" in err
+    assert (tmp_path / "certs" / "manifest.json").is_file()
+
+
 def test_cert_outside_labs_has_no_trust_store(tmp_path: Path, cert_lab: Lab) -> None:
     outside = tmp_path / "outside"
     outside.mkdir()

@@ -323,6 +323,22 @@ def test_session_tickets_off_by_default(ems_factory: EmsFactory, cert_lab: Lab) 
     assert not ems.connections[1].session_reused
 
 
+def test_tickets_off_still_sent_but_unusable(
+    ems_factory: EmsFactory, cert_lab: Lab
+) -> None:
+    # pyOpenSSL cannot set OpenSSL's TLS 1.3 ticket count to zero, so the
+    # server sends tickets that resume nothing, as the --help text states.
+    ems = ems_factory()
+    context = _client_context(cert_lab)
+    with _tls(ems, cert_lab, context=context) as sock:
+        _register(sock, "ep-ticket")
+        session = sock.session
+
+    assert session is not None
+    assert session.has_ticket
+    assert not _resumed(ems, cert_lab)
+
+
 def test_session_tickets_enabled(ems_factory: EmsFactory, cert_lab: Lab) -> None:
     ems = ems_factory(session_tickets=True)
 

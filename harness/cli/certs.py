@@ -62,6 +62,13 @@ class _FolderPath(click.Path):
                 param,
                 ctx,
             )
+        if isinstance(value, str) and Path(value).exists() and not Path(value).is_dir():
+            self.fail(
+                f"{value!r} is a file, not a folder; give a folder path that is "
+                "missing or a folder",
+                param,
+                ctx,
+            )
         return super().convert(value, param, ctx)
 
 

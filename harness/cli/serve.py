@@ -149,7 +149,9 @@ def _check_host(
 @click.option(
     "--session-tickets",
     is_flag=True,
-    help="Issue TLS session tickets (off by default).",
+    help="Let clients resume sessions with TLS session tickets. Off by default: "
+    "OpenSSL still sends TLS 1.3 tickets, but the server keeps no session "
+    "state, so no ticket resumes a session.",
 )
 @click.option(
     "--telemetry-command",
@@ -195,6 +197,14 @@ def serve(**options: Any) -> None:
     source = click.get_current_context().get_parameter_source("lab_dir")
     if cert_path is not None and source is ParameterSource.DEFAULT:
         lab_dir = _lab_listing_chain(cert_path) or lab_dir
+    if not (lab_dir / "manifest.json").is_file():
+        # The vendor and built-in certificates come from a lab even when the
+        # imported chain does not, so say where that lab goes.
+        click.echo(
+            f"building a lab in {lab_dir} for the vendor and built-in "
+            "certificates (--lab-dir picks another folder)",
+            err=True,
+        )
     lab = _lab(lab_dir)
     commands = options["telemetry_commands"] + options["command_alias"]
     try:

@@ -207,7 +207,9 @@ class MockEms:
         profile_action: Invalid certificate action sent in CONFIG. ``None``,
             or an EMS version before 6.4.7, sends a profile without one.
         ems_version: EMS version this server models.
-        session_tickets: Whether TLS session tickets are issued.
+        session_tickets: Whether clients can resume sessions with tickets.
+            Without it, OpenSSL still sends TLS 1.3 tickets that resume
+            nothing, because pyOpenSSL cannot set the ticket count to zero.
         commands: COMMAND names sent after ENDPOINT_INFO, in order.
         handshake_timeout: Seconds from TCP accept to the end of the handshake.
         idle_timeout: Seconds a session may go without a received byte.

@@ -36,7 +36,7 @@ def build_context(chain_pem: bytes, key_pem: bytes, *, session_tickets: bool) ->
     Args:
         chain_pem: Leaf first, then every certificate to send, in order.
         key_pem: Private key of the leaf, unencrypted PEM.
-        session_tickets: Whether the server issues TLS session tickets.
+        session_tickets: Whether clients can resume sessions with tickets.
 
     Raises:
         ValueError: no certificate in ``chain_pem``, or the key does not
