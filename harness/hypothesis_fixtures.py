@@ -12,14 +12,18 @@ A regression file is one JSON object under ``fixtures/hypothesis/``. Its
     declared leaf, the EMS and client versions, the actions, the answer and
     the remembered state. The regression tests run it against the reference
     client over TLS and compare with the oracle on every run.
+``stateful``
+    The rule steps of the stateful endpoint suite up to the failure, and how
+    many EMS listeners it ran with. The regression tests run the steps on a
+    fresh machine, checking every invariant after each step.
 
-:func:`record_identity_failures` and :func:`record_scenario_failures` wrap
-the assertions of a property. When they fail on the final falsifying
-example that Hypothesis reports, they write that example as a regression
-file and re-raise, so every failure the properties find is kept. The
-failures Hypothesis meets while it shrinks write nothing. The
-``HARNESS_HYPOTHESIS_FIXTURES`` environment variable sets another folder, so
-tests of this mechanism write to a temporary folder.
+:func:`record_identity_failures`, :func:`record_scenario_failures` and
+:func:`record_stateful_failures` wrap the assertions of a property. When
+they fail on the final falsifying example that Hypothesis reports, they
+write that example as a regression file and re-raise, so every failure the
+properties find is kept. The failures Hypothesis meets while it shrinks
+write nothing. The ``HARNESS_HYPOTHESIS_FIXTURES`` environment variable sets
+another folder, so tests of this mechanism write to a temporary folder.
 """
 
 from __future__ import annotations
@@ -336,3 +340,54 @@ def record_scenario_failure(scenario: Scenario, note: str, folder: Path) -> Path
     record = scenario_record(scenario, note)
     path.write_text(json.dumps(record, indent=2, ensure_ascii=False) + "\n")
     return path
+
+
+# -- stateful steps --------------------------------------------------------
+
+
+def stateful_record(
+    steps: list[dict[str, Any]], listeners: int, note: str
+) -> dict[str, object]:
+    """Return the JSON form of a failing rule sequence of the stateful suite."""
+    return {
+        "property": "stateful",
+        "note": note,
+        "listeners": listeners,
+        "steps": [dict(step) for step in steps],
+    }
+
+
+def record_stateful_failure(
+    steps: list[dict[str, Any]], listeners: int, note: str, folder: Path
+) -> Path:
+    """Write a failing rule sequence as ``folder/NAME.json`` and return the path.
+
+    Review the file, then keep it under ``fixtures/hypothesis/``.
+    """
+    record = stateful_record(steps, listeners, note)
+    key = json.dumps({"listeners": listeners, "steps": record["steps"]}, sort_keys=True)
+    name = "stateful-found-" + hashlib.sha256(key.encode()).hexdigest()[:12]
+    path = folder / f"{name}.json"
+    path.write_text(json.dumps(record, indent=2, ensure_ascii=False) + "\n")
+    return path
+
+
+@contextmanager
+def record_stateful_failures(
+    steps: list[dict[str, Any]],
+    listeners: int,
+    property_name: str,
+    folder: Path | None = None,
+) -> Iterator[None]:
+    """Write ``steps`` as a regression file if the block fails on the final example.
+
+    ``steps`` is read when the block fails, so pass the list the machine
+    appends to. It behaves as :func:`record_identity_failures` does, with a
+    stateful file.
+    """
+
+    def write(note: str, target: Path) -> Path:
+        return record_stateful_failure(steps, listeners, note, target)
+
+    with _record_final_failure(write, "rule sequence", property_name, folder):
+        yield

@@ -16,6 +16,11 @@ model then advances from the oracle's expectation, never from what the
 client did. The EMS listeners start once per module; each example resets
 their certificate and profile in its ``initialize`` rule.
 
+Every rule and invariant records the steps so far. When one fails on the
+final example that Hypothesis reports, the steps are written under
+``fixtures/hypothesis/`` and :func:`test_recorded_steps_replay` runs them on
+every later run.
+
 A remembered leaf that gains a reason is a rare state for random rules: in
 a measured run, the ``ci`` profile's 80 examples never reached it and the
 ``thorough`` profile's 800 reached it 9 times. A fixed sequence of the same
@@ -28,11 +33,13 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import functools
+import json
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar, TypeVar
 
 import pytest
 from hypothesis import HealthCheck, Phase, settings
@@ -51,6 +58,11 @@ from harness.ems.server import ConnectionRecord, MockEms
 from harness.endpoint.client import EndpointClient, Observation, PromptInfo
 from harness.endpoint.identity import normalize_reference
 from harness.endpoint.memory import MemoryFile, RememberedCert, ems_key
+from harness.hypothesis_fixtures import (
+    DEFAULT_FIXTURES_DIR,
+    FIXTURES_ENV,
+    record_stateful_failures,
+)
 from harness.hypothesis_profiles import stateful_settings
 from harness.model import Action, ActionSource, Answer, OutcomeName, Reason
 from harness.oracle.decision import (
@@ -95,6 +107,9 @@ ROTATIONS: dict[str, tuple[bool, CertKind | None]] = {
 
 SERVER_WAIT = 5.0
 STEPS = 12
+# A rule sequence kept under fixtures/hypothesis/, so the replay test always
+# has a case: the one the machine finds for a port-blind remembered lookup.
+SEED_STEPS = "stateful-remembered-leaf-other-port.json"
 
 # Days the client's clock and the oracle's validation time can be moved by.
 # Each is at least a day away from every validity window edge of the served
@@ -164,6 +179,29 @@ def remembered_state(
     return Remembered.THIS_LEAF_FEWER_REASONS
 
 
+_Method = TypeVar("_Method", bound=Callable[..., None])
+
+
+def _value(member: Action | Answer | None) -> str | None:
+    return None if member is None else member.value
+
+
+def _recorded(method: _Method) -> _Method:
+    """Write the machine's steps as a regression file if ``method`` fails.
+
+    Only the final falsifying example that Hypothesis reports writes a file.
+    """
+
+    @functools.wraps(method)
+    def wrapper(self: EndpointMachine, *args: object, **kwargs: object) -> None:
+        with record_stateful_failures(
+            self.steps, len(self.servers), "test_endpoint_over_time"
+        ):
+            method(self, *args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
+
+
 class EndpointMachine(RuleBasedStateMachine):
     """One client and one EMS (listening on one or more ports) over time.
 
@@ -179,6 +217,8 @@ class EndpointMachine(RuleBasedStateMachine):
         self.state_dir = Path(tempfile.mkdtemp(prefix="stateful-endpoint-"))
         self.memory_path = self.state_dir / "memory.json"
         self.attempts: list[Attempt] = []
+        # The rules run so far, as JSON values, for a regression file.
+        self.steps: list[dict[str, Any]] = []
 
         # The model of the client and the EMS.
         self.version = UPGRADE_VERSION
@@ -196,6 +236,9 @@ class EndpointMachine(RuleBasedStateMachine):
         shutil.rmtree(self.state_dir, ignore_errors=True)
 
     # -- helpers -----------------------------------------------------------
+
+    def _step(self, rule_name: str, **args: object) -> None:
+        self.steps.append({"rule": rule_name, "args": args})
 
     def _new_client(self) -> EndpointClient:
         def prompt(info: PromptInfo) -> Answer:
@@ -306,6 +349,7 @@ class EndpointMachine(RuleBasedStateMachine):
         ems_action=actions(),
         answer=answers(),
     )
+    @_recorded
     def install(
         self,
         version: str,
@@ -314,6 +358,14 @@ class EndpointMachine(RuleBasedStateMachine):
         ems_action: Action,
         answer: Answer,
     ) -> None:
+        self._step(
+            "install",
+            version=version,
+            installer_action=_value(installer_action),
+            rotation=rotation,
+            ems_action=ems_action.value,
+            answer=answer.value,
+        )
         self.version = version
         self.installer_action = installer_action
         if installer_action is not None:
@@ -327,28 +379,38 @@ class EndpointMachine(RuleBasedStateMachine):
         self._connect(0, answer)
 
     @rule(rotation=st.sampled_from(list(ROTATIONS)))
+    @_recorded
     def rotate_certificate(self, rotation: str) -> None:
+        self._step("rotate_certificate", rotation=rotation)
         self._serve(rotation)
 
     @rule(action=actions())
+    @_recorded
     def set_profile(self, action: Action) -> None:
+        self._step("set_profile", action=action.value)
         for ems in self.servers:
             ems.set_profile_action(action)
         self.ems_action = action
 
     @rule(days=st.sampled_from(CLOCK_OFFSETS_DAYS))
+    @_recorded
     def set_clock(self, days: int) -> None:
         # Moving the clock can give a remembered leaf a further reason, such
         # as expired, which must prompt again.
+        self._step("set_clock", days=days)
         self.clock_offset = dt.timedelta(days=days)
 
     @rule()
+    @_recorded
     def restart_client(self) -> None:
+        self._step("restart_client")
         self.client = self._new_client()
 
     @precondition(lambda self: not has_feature(self.version))
     @rule()
+    @_recorded
     def upgrade_client(self) -> None:
+        self._step("upgrade_client")
         # A legacy client keeps no remembered certificate and no profile.
         content = MemoryFile(self.memory_path).load()
         assert content["remembered"] == {}, "a legacy client remembered a leaf"
@@ -361,16 +423,24 @@ class EndpointMachine(RuleBasedStateMachine):
     # one per prompt answer, leave fewer examples without a further connection
     # attempt than one rule that draws the answer.
     @rule(data=st.data())
+    @_recorded
     def connect_user_allows(self, data: st.DataObject) -> None:
-        self._connect(self._draw_server(data), Answer.ALLOW)
+        self.connect(self._draw_server(data), Answer.ALLOW)
 
     @rule(data=st.data())
+    @_recorded
     def connect_user_denies(self, data: st.DataObject) -> None:
-        self._connect(self._draw_server(data), Answer.DENY)
+        self.connect(self._draw_server(data), Answer.DENY)
+
+    def connect(self, server: int, answer: Answer) -> None:
+        """Connect to listener ``server``; the user answers a prompt with ``answer``."""
+        self._step("connect", server=server, answer=answer.value)
+        self._connect(server, answer)
 
     # -- invariants ---------------------------------------------------------
 
     @invariant()
+    @_recorded
     def valid_certificate_never_prompts(self) -> None:
         for attempt in self.attempts[-1:]:
             if not attempt.observed.reasons:
@@ -379,6 +449,7 @@ class EndpointMachine(RuleBasedStateMachine):
                 )
 
     @invariant()
+    @_recorded
     def deny_never_connects_to_invalid(self) -> None:
         for attempt in self.attempts[-1:]:
             observed = attempt.observed
@@ -389,6 +460,7 @@ class EndpointMachine(RuleBasedStateMachine):
                 )
 
     @invariant()
+    @_recorded
     def no_application_data_unless_connected(self) -> None:
         for attempt in self.attempts[-1:]:
             received = attempt.record.app_bytes_received
@@ -401,6 +473,7 @@ class EndpointMachine(RuleBasedStateMachine):
                 )
 
     @invariant()
+    @_recorded
     def memory_file_matches_model(self) -> None:
         content = MemoryFile(self.memory_path).load()
 
@@ -510,11 +583,96 @@ def _lookup_ignoring_port(
     return None
 
 
+INVARIANTS = (
+    "valid_certificate_never_prompts",
+    "deny_never_connects_to_invalid",
+    "no_application_data_unless_connected",
+    "memory_file_matches_model",
+)
+
+
+def _optional_action(value: str | None) -> Action | None:
+    return None if value is None else Action(value)
+
+
+def replay_steps(machine: EndpointMachine, steps: list[dict[str, Any]]) -> None:
+    """Run recorded rule steps on ``machine``, checking every invariant after each.
+
+    Raises:
+        ValueError: a step names a rule the machine does not have.
+    """
+    for step in steps:
+        rule_name, args = step["rule"], step["args"]
+        if rule_name == "install":
+            machine.install(
+                version=args["version"],
+                installer_action=_optional_action(args["installer_action"]),
+                rotation=args["rotation"],
+                ems_action=Action(args["ems_action"]),
+                answer=Answer(args["answer"]),
+            )
+        elif rule_name == "rotate_certificate":
+            machine.rotate_certificate(rotation=args["rotation"])
+        elif rule_name == "set_profile":
+            machine.set_profile(action=Action(args["action"]))
+        elif rule_name == "set_clock":
+            machine.set_clock(days=int(args["days"]))
+        elif rule_name == "restart_client":
+            machine.restart_client()
+        elif rule_name == "upgrade_client":
+            machine.upgrade_client()
+        elif rule_name == "connect":
+            machine.connect(int(args["server"]), Answer(args["answer"]))
+        else:
+            raise ValueError(
+                f"unknown rule {rule_name!r} in a stateful regression file"
+            )
+        for check in INVARIANTS:
+            getattr(machine, check)()
+
+
+def _replay_file(
+    path: Path, lab: Lab, servers: tuple[MockEms, MockEms]
+) -> EndpointMachine:
+    data = json.loads(path.read_text())
+    machine = bind(lab, servers[: data["listeners"]])()
+    try:
+        replay_steps(machine, data["steps"])
+    finally:
+        machine.teardown()
+    return machine
+
+
+def _stateful_files() -> list[Path]:
+    return [
+        path
+        for path in sorted(DEFAULT_FIXTURES_DIR.glob("*.json"))
+        if json.loads(path.read_text()).get("property") == "stateful"
+    ]
+
+
+@pytest.mark.parametrize("path", _stateful_files(), ids=lambda p: p.stem)
+def test_recorded_steps_replay(
+    cert_lab: Lab, ems_pair: tuple[MockEms, MockEms], path: Path
+) -> None:
+    machine = _replay_file(path, cert_lab, ems_pair)
+
+    assert machine.attempts, f"{path.name} makes no connection attempt"
+
+
+def test_stateful_folder_has_seed_case() -> None:
+    names = [path.name for path in _stateful_files()]
+
+    assert SEED_STEPS in names
+
+
 def test_machine_finds_port_blind_lookup(
     cert_lab: Lab,
     ems_pair: tuple[MockEms, MockEms],
     monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
 ) -> None:
+    monkeypatch.setenv(FIXTURES_ENV, str(tmp_path))
     monkeypatch.setattr(MemoryFile, "lookup", _lookup_ignoring_port)
     machine = bind(cert_lab, ems_pair)
     # Derandomized so the search is the same on every run. No shrinking,
@@ -532,3 +690,12 @@ def test_machine_finds_port_blind_lookup(
 
     with pytest.raises(AssertionError, match="client disagrees with the oracle"):
         run_state_machine_as_test(machine, settings=bounded)
+
+    # The final example's steps are kept as one file, which replays: the
+    # broken lookup fails it again and the real one passes.
+    written = list(tmp_path.glob("stateful-found-*.json"))
+    assert len(written) == 1
+    with pytest.raises(AssertionError, match="client disagrees with the oracle"):
+        _replay_file(written[0], cert_lab, ems_pair)
+    monkeypatch.undo()
+    _replay_file(written[0], cert_lab, ems_pair)
