@@ -167,6 +167,32 @@ def test_mismatched_cert_and_key_names_both(
     assert str(chain_path) in err
     assert str(key_path) in err
     assert "does not belong to the leaf certificate" in err
+    assert f"invalid --key {key_path}:" in err
+    assert "imported_certificate" not in err
+    assert len(err.strip().splitlines()) == 1, err
+
+
+def test_chain_given_as_key_says_no_key(
+    cert_lab: Lab, capsys: pytest.CaptureFixture[str]
+) -> None:
+    chain_path = cert_lab.kind("correct-fqdn").chain_path
+
+    code = main(
+        [
+            "serve",
+            "--cert",
+            str(chain_path),
+            "--key",
+            str(chain_path),
+            "--lab-dir",
+            str(cert_lab.directory),
+        ]
+    )
+
+    err = capsys.readouterr().err
+    assert code == 1
+    assert f"invalid --key {chain_path}: the file contains no PEM private key" in err
+    assert "password" not in err
     assert len(err.strip().splitlines()) == 1, err
 
 

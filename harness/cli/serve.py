@@ -220,7 +220,8 @@ def serve(**options: Any) -> None:
         )
         ems.start()
     except (EmsError, ValueError, KeyError, OSError) as exc:
-        raise HarnessError(f"cannot start the mock EMS: {_message(exc)}") from exc
+        message = _message(exc, from_options=cert_path is not None)
+        raise HarnessError(f"cannot start the mock EMS: {message}") from exc
 
     try:
         _announce(ems, settings, lab, ready_file, cert_path)
@@ -484,7 +485,21 @@ def _wait_for_signal() -> None:
             signal.signal(sig, handler)
 
 
-def _message(exc: BaseException) -> str:
+# Settings of an imported certificate that --cert and --key fill in.
+_OPTION_OF_SETTING = {
+    "imported_certificate.chain_file": "--cert",
+    "imported_certificate.key_file": "--key",
+}
+
+
+def _message(exc: BaseException, *, from_options: bool = False) -> str:
+    """Return the text of ``exc``, naming --cert or --key when they set the file."""
     if isinstance(exc, KeyError) and exc.args:
         return str(exc.args[0])
+    option = None
+    if from_options and isinstance(exc, SettingsError):
+        option = _OPTION_OF_SETTING.get(exc.setting)
+    if option is not None:
+        assert isinstance(exc, SettingsError)
+        return f"invalid {option} {exc.value}: {exc.rule}"
     return str(exc)

@@ -173,10 +173,16 @@ class ImportedCertificate:
                 f"no PEM chain: {exc}",
             ) from None
         password = self.password.encode() if self.password is not None else None
-        try:
-            key = serialization.load_pem_private_key(
-                (folder / self.key_file).read_bytes(), password=password
+        key_pem = (folder / self.key_file).read_bytes()
+        if b"PRIVATE KEY-----" not in key_pem:
+            raise SettingsError(
+                "imported_certificate.key_file",
+                self.key_file,
+                "the file contains no PEM private key; give the key of the "
+                "chain's leaf",
             )
+        try:
+            key = serialization.load_pem_private_key(key_pem, password=password)
         except (ValueError, TypeError) as exc:
             # cryptography raises TypeError for a missing or unneeded password.
             raise SettingsError(
