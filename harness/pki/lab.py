@@ -1041,19 +1041,6 @@ def _file_problem(path: str, built_ns: int, *, private: bool) -> str | None:
     return None
 
 
-def _is_file(path: str) -> bool:
-    try:
-        return stat.S_ISREG(os.stat(path).st_mode)
-    except OSError:
-        return False
-
-
-def _missing_role_files(directory: Path) -> list[str]:
-    """Return the CA bundles of a cached build that are not regular files."""
-    names = (CA_CERTS_FILE, CA_KEYS_FILE)
-    return [name for name in names if not _is_file(f"{directory}/{name}")]
-
-
 def _inside(directory: Path, relative: str) -> str:
     """Return ``directory / relative``, refusing paths that leave ``directory``."""
     # Checked on the string: a warm build resolves hundreds of these, and
@@ -1080,10 +1067,6 @@ def _lab_from_manifest(
         logger.info(
             "rebuilding lab in %s: the build from %s expired", directory, built_at
         )
-        return None
-    missing = _missing_role_files(directory)
-    if missing:
-        logger.warning("rebuilding lab in %s: CA files missing: %s", directory, missing)
         return None
     lab = Lab(directory, key_type, built_at)
     for entry in manifest["kinds"]:
