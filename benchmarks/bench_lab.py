@@ -61,15 +61,13 @@ def _baseline(count: int) -> None:
 
 def _lab_files(folder: Path) -> list[tuple[str, int, int]]:
     """Return (relative name, size, mode) of every file a build wrote."""
-    return sorted(
-        (
-            str(path.relative_to(folder)),
-            path.stat().st_size,
-            stat.S_IMODE(path.stat().st_mode),
-        )
-        for path in folder.rglob("*")
-        if path.is_file()
-    )
+    files = []
+    for path in folder.rglob("*"):
+        info = path.stat()
+        if stat.S_ISREG(info.st_mode):
+            name = str(path.relative_to(folder))
+            files.append((name, info.st_size, stat.S_IMODE(info.st_mode)))
+    return sorted(files)
 
 
 def _create_files(folder: Path, files: list[tuple[str, int, int]]) -> None:

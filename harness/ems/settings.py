@@ -190,7 +190,7 @@ class ImportedCertificate:
                 self.key_file,
                 f"cannot load the private key (wrong or missing password?): {exc}",
             ) from None
-        if _public_key_der(key.public_key()) != _public_key_der(certs[0].public_key()):
+        if key.public_key() != certs[0].public_key():
             raise SettingsError(
                 "imported_certificate.key_file",
                 self.key_file,
@@ -596,15 +596,6 @@ def _imported_from_dict(value: Any) -> ImportedCertificate:
 
 def _pem_chain(certs: list[x509.Certificate]) -> bytes:
     return b"".join(c.public_bytes(serialization.Encoding.PEM) for c in certs)
-
-
-def _public_key_der(public_key: Any) -> bytes:
-    return bytes(
-        public_key.public_bytes(
-            serialization.Encoding.DER,
-            serialization.PublicFormat.SubjectPublicKeyInfo,
-        )
-    )
 
 
 def _pem_key(key: Any) -> bytes:
