@@ -243,20 +243,20 @@ def scenario_record(scenario: Scenario, note: str) -> dict[str, object]:
     """
     if scenario.now is not None:
         raise ValueError("a scenario with its own validation time cannot be recorded")
-    imported = scenario.imported
+    imported: str | dict[str, Any]
+    if scenario.imported is None:
+        imported = "none"
+    elif scenario.imported == scenario.kind:
+        imported = "same-as-kind"
+    else:
+        imported = _kind_record(scenario.imported)  # type: ignore[arg-type]
     assumptions = scenario.assumptions
     expected = expected_outcome(scenario)
     return {
         "property": "scenario",
         "note": note,
         "kind": _kind_record(scenario.kind),
-        "imported": (
-            "none"
-            if imported is None
-            else "same-as-kind"
-            if imported == scenario.kind
-            else _kind_record(imported)  # type: ignore[arg-type]
-        ),
+        "imported": imported,
         "ems_version": scenario.ems_version,
         "use_ssl_cert": scenario.use_ssl_cert,
         "client_version": scenario.client_version,
@@ -322,24 +322,26 @@ def scenario_from_record(data: dict[str, Any], built_at: dt.datetime) -> Scenari
     )
 
 
-def scenario_failure_name(scenario: Scenario) -> str:
-    """Return a file stem that is the same for the same scenario."""
-    record = scenario_record(scenario, note="")
-    del record["note"]
-    key = json.dumps(record, sort_keys=True)
-    return "scenario-found-" + hashlib.sha256(key.encode()).hexdigest()[:12]
+def _write_record(folder: Path, prefix: str, record: dict[str, object]) -> Path:
+    """Write ``record`` as ``folder/PREFIX-HASH.json`` and return the path.
+
+    The hash covers every field but the note, so the same case always gets
+    the same file name.
+    """
+    key = json.dumps({k: v for k, v in record.items() if k != "note"}, sort_keys=True)
+    name = f"{prefix}-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
+    path = folder / f"{name}.json"
+    path.write_text(json.dumps(record, indent=2, ensure_ascii=False) + "\n")
+    return path
 
 
 def record_scenario_failure(scenario: Scenario, note: str, folder: Path) -> Path:
-    """Write a failing scenario as ``folder/NAME.json`` and return the path.
+    """Write a failing scenario as ``folder/scenario-found-HASH.json``.
 
     The file records the oracle's outcome and reasons as the right result.
     Review it, then keep it under ``fixtures/hypothesis/``.
     """
-    path = folder / f"{scenario_failure_name(scenario)}.json"
-    record = scenario_record(scenario, note)
-    path.write_text(json.dumps(record, indent=2, ensure_ascii=False) + "\n")
-    return path
+    return _write_record(folder, "scenario-found", scenario_record(scenario, note))
 
 
 # -- stateful steps --------------------------------------------------------
@@ -360,16 +362,12 @@ def stateful_record(
 def record_stateful_failure(
     steps: list[dict[str, Any]], listeners: int, note: str, folder: Path
 ) -> Path:
-    """Write a failing rule sequence as ``folder/NAME.json`` and return the path.
+    """Write a failing rule sequence as ``folder/stateful-found-HASH.json``.
 
     Review the file, then keep it under ``fixtures/hypothesis/``.
     """
     record = stateful_record(steps, listeners, note)
-    key = json.dumps({"listeners": listeners, "steps": record["steps"]}, sort_keys=True)
-    name = "stateful-found-" + hashlib.sha256(key.encode()).hexdigest()[:12]
-    path = folder / f"{name}.json"
-    path.write_text(json.dumps(record, indent=2, ensure_ascii=False) + "\n")
-    return path
+    return _write_record(folder, "stateful-found", record)
 
 
 @contextmanager
