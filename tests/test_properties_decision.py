@@ -217,7 +217,7 @@ def _summary(outcome: ExpectedOutcome | Observation) -> dict[str, object]:
 
 
 def check_client_against_oracle(scenario: Scenario, ems: MockEms, lab: Lab) -> None:
-    """Run ``scenario`` over TLS and assert the client does what the oracle says."""
+    """Run ``scenario`` over TLS and assert the client does what the oracle expects."""
     expected = expected_outcome(scenario)
 
     with tempfile.TemporaryDirectory() as state_dir:

@@ -433,7 +433,7 @@ class EndpointMachine(RuleBasedStateMachine):
         self.connect(self._draw_server(data), Answer.DENY)
 
     def connect(self, server: int, answer: Answer) -> None:
-        """Connect to listener ``server``; the user answers a prompt with ``answer``."""
+        """Connect to listener ``server``. A prompt gets ``answer`` from the user."""
         self._step("connect", server=server, answer=answer.value)
         self._connect(server, answer)
 
@@ -556,7 +556,7 @@ def test_expired_remembered_leaf_prompts_again(
             answer=Answer.ALLOW,
         )
         machine.set_clock(days=500)
-        machine._connect(0, Answer.ALLOW)
+        machine.connect(0, Answer.ALLOW)
         machine.memory_file_matches_model()
     finally:
         machine.teardown()
@@ -625,7 +625,8 @@ def replay_steps(machine: EndpointMachine, steps: list[dict[str, Any]]) -> None:
             machine.connect(int(args["server"]), Answer(args["answer"]))
         else:
             raise ValueError(
-                f"unknown rule {rule_name!r} in a stateful regression file"
+                f"unknown rule {rule_name!r} in a stateful regression file; "
+                "record the case again with this version of the suite"
             )
         for check in INVARIANTS:
             getattr(machine, check)()

@@ -65,7 +65,7 @@ def _register_commands() -> None:
 
 
 # click 8.2 and later raise this usage error for a group called without a
-# command; click 8.1 prints the help and exits instead.
+# command, while click 8.1 prints the help and exits instead.
 _NO_ARGS_IS_HELP: Any = getattr(click.exceptions, "NoArgsIsHelpError", ())
 
 

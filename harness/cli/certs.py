@@ -46,7 +46,7 @@ def list_kinds(as_json: bool) -> None:
 
 
 class _FolderPath(click.Path):
-    """A folder path that rejects the empty string.
+    """A folder path that rejects an empty value and a regular file.
 
     ``click.Path`` turns ``''`` into ``Path('.')``, so without this check an
     empty value writes into the current folder.
@@ -62,10 +62,11 @@ class _FolderPath(click.Path):
                 param,
                 ctx,
             )
+        # click.Path rejects a file too, but its message gives no next step.
         if isinstance(value, str) and Path(value).exists() and not Path(value).is_dir():
             self.fail(
-                f"{value!r} is a file, not a folder; give a folder path that is "
-                "missing or a folder",
+                f"{value!r} is a file, not a folder; give the path of a folder, "
+                "existing or not",
                 param,
                 ctx,
             )

@@ -199,7 +199,7 @@ def serve(**options: Any) -> None:
         lab_dir = _lab_listing_chain(cert_path) or lab_dir
     if not (lab_dir / "manifest.json").is_file():
         # The vendor and built-in certificates come from a lab even when the
-        # imported chain does not, so say where that lab goes.
+        # imported chain does not, so the message names the lab's folder.
         click.echo(
             f"building a lab in {lab_dir} for the vendor and built-in "
             "certificates (--lab-dir picks another folder)",
@@ -410,8 +410,8 @@ def _announce(
     trust_store: str | None = str(lab.trust_store_path)
     if from_files:
         assert cert_path is not None
-        # A chain from files belongs to this lab only when the lab lists it;
-        # otherwise its issuer, and so the store clients need, is unknown.
+        # A chain from files belongs to this lab only when the lab lists it.
+        # Otherwise its issuer, and so the store clients need, is unknown.
         kind = _kind_of_chain(lab, cert_path)
         if kind is None:
             trust_store = None
